@@ -67,9 +67,9 @@ def _parse_url(url):
 
 def connection_settings(params, database=None):
     """Resolve the connection options (database_url wins over the separate options) to one dict."""
-    settings = dict((k, params.get(k)) for k in ("login_host", "login_port", "login_user", "login_password",
-                                                  "login_db", "login_unix_socket", "ssl_mode", "ca_cert",
-                                                  "ssl_cert", "ssl_key", "connect_timeout"))
+    keys = ("login_host", "login_port", "login_user", "login_password", "login_db", "login_unix_socket",
+            "ssl_mode", "ca_cert", "ssl_cert", "ssl_key", "connect_timeout")
+    settings = dict((k, params.get(k)) for k in keys)
     if params.get("database_url"):
         for key, value in _parse_url(params["database_url"]).items():
             if value is not None:
