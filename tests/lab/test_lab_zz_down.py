@@ -1,0 +1,44 @@
+"""`make lab-down` leaves no process of the lab running and nothing listening on its ports."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import labutil
+
+
+def _lab_processes() -> list[str]:
+    root = str(labutil.LAB_ROOT)
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if root in cmd or cwd.startswith(root):
+            found.append(f"{pid}: {cmd.strip()} (cwd {cwd})")
+    return found
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.lab
+@pytest.mark.lab_teardown
+def test_lab_down_stops_everything(lab):
+    assert _lab_processes(), "the lab should be running before lab-down"
+    proc = subprocess.run(["make", "lab-down"], cwd=labutil.ROOT, env=labutil.env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert _lab_processes() == []
+    for port in (labutil.PG_PORT, labutil.BACKEND_PORT, labutil.WORKERS_PORT):
+        assert not _listening(port), port
+    assert not (labutil.LAB_ROOT / "postgres" / "data" / "postmaster.pid").exists()
