@@ -1,0 +1,1 @@
+"""Core services of the ReplyX backend: configuration, database, security, logging."""
