@@ -1,0 +1,180 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, ReplyX platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Lock state transitions (free, ours, held, stale, takeover, release) and the file backend."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import json
+import os
+import subprocess
+import threading
+
+import pytest
+
+from ansible_collections.replyx.rollback.plugins.module_utils import _lock as lk
+
+UTC = datetime.timezone.utc
+NOW = datetime.datetime(2026, 1, 5, 3, 0, 0, tzinfo=UTC)
+HOST = "backend-1"
+
+
+def holder(run_id="r-old", minutes_ago=5, host=HOST, pid=999, ttl_s=600, owner="bob", level="medium"):
+    return dict(environment="prod", owner=owner, run_id=run_id, level=level,
+                acquired_at=lk.iso(NOW - datetime.timedelta(minutes=minutes_ago)), host=host, pid=pid, ttl_s=ttl_s)
+
+
+REQUEST = dict(run_id="r-new", ttl_s=600)
+
+
+def never_alive(pid):
+    return False
+
+
+def always_alive(pid):
+    return True
+
+
+@pytest.mark.parametrize("current, takeover, alive, verdict", [
+    (None, False, never_alive, "take"),
+    (holder(run_id="r-new"), False, never_alive, "ours"),
+    (holder(minutes_ago=5), True, never_alive, "refuse"),                 # within ttl: held, even with takeover
+    (holder(minutes_ago=20), False, never_alive, "refuse"),               # stale but not asked to take over
+    (holder(minutes_ago=20), True, never_alive, "takeover"),              # stale and asked
+    (holder(minutes_ago=20), True, always_alive, "refuse"),               # past ttl but holder PID still runs here
+    (holder(minutes_ago=20, host="elsewhere"), True, always_alive, "takeover"),  # PID on another host: ttl decides
+    (holder(minutes_ago=20, pid=None), True, always_alive, "takeover"),
+])
+def test_decide_acquire(current, takeover, alive, verdict):
+    got, _why = lk.decide_acquire(current, REQUEST, NOW, HOST, takeover, check_pid=True, alive=alive)
+    assert got == verdict
+
+
+def test_refusal_names_the_holder():
+    verdict, why = lk.decide_acquire(holder(), REQUEST, NOW, HOST, False, alive=never_alive)
+    assert verdict == "refuse"
+    assert why == "held by bob (run r-old, level medium) since 2026-01-05T02:55:00Z"
+
+
+def test_stale_refusal_says_how_to_take_over():
+    _v, why = lk.decide_acquire(holder(minutes_ago=20), REQUEST, NOW, HOST, False, alive=never_alive)
+    assert "stale" in why and "takeover_stale=true" in why and "PID 999 on backend-1 is gone" in why
+
+
+def test_postgres_backend_ignores_pid():
+    verdict, why = lk.decide_acquire(holder(minutes_ago=20), REQUEST, NOW, HOST, True, check_pid=False,
+                                     alive=always_alive)
+    assert verdict == "takeover" and "past its ttl of 600s" in why
+
+
+def test_holder_ttl_wins_over_request_ttl():
+    # The holder asked for 1 hour; our 10 minutes do not make its 20-minute-old lock stale.
+    stale, _why = lk.is_stale(holder(minutes_ago=20, ttl_s=3600), NOW, 600, HOST, alive=never_alive)
+    assert stale is False
+
+
+@pytest.mark.parametrize("current, run_id, force, verdict", [
+    (None, "r1", False, "free"),
+    (holder(run_id="r1"), "r1", False, "release"),
+    (holder(run_id="r1"), "r2", False, "refuse"),
+    (holder(run_id="r1"), "r2", True, "force"),
+])
+def test_decide_release(current, run_id, force, verdict):
+    assert lk.decide_release(current, run_id, force)[0] == verdict
+
+
+def test_parse_iso_roundtrip():
+    assert lk.parse_iso(lk.iso(NOW)) == NOW
+    assert lk.parse_iso("2026-01-05T03:00:00.123456+00:00").microsecond == 123456
+    with pytest.raises(ValueError):
+        lk.parse_iso("yesterday")
+
+
+# --- file backend -----------------------------------------------------------------------------------
+
+def record(run_id, **kw):
+    rec = dict(environment="prod", owner="alice", run_id=run_id, level="high", acquired_at=lk.iso(lk.utcnow()),
+               host=HOST, pid=os.getpid(), ttl_s=600)
+    rec.update(kw)
+    return rec
+
+
+def deciding(request, takeover=False):
+    return lambda current: lk.decide_acquire(current, request, lk.utcnow(), HOST, takeover)
+
+
+def test_file_acquire_conflict_reacquire_release(tmp_path):
+    backend = lk.FileBackend(dict(path=str(tmp_path / "prod.json"), environment="prod"))
+    mine = record("r1")
+    assert backend.acquire(mine, deciding(mine))[0] == "take"
+    assert json.loads((tmp_path / "prod.json").read_text())["run_id"] == "r1"
+    assert backend.acquire(mine, deciding(mine))[0] == "ours"
+    other = record("r2", owner="bob")
+    verdict, why, current = backend.acquire(other, deciding(other))
+    assert verdict == "refuse" and "held by alice (run r1, level high)" in why and current["run_id"] == "r1"
+    assert backend.release("r2", lambda c: lk.decide_release(c, "r2", False))[0] == "refuse"
+    assert (tmp_path / "prod.json").exists()
+    assert backend.release("r1", lambda c: lk.decide_release(c, "r1", False))[0] == "release"
+    assert not (tmp_path / "prod.json").exists()
+    assert backend.release("r1", lambda c: lk.decide_release(c, "r1", False))[0] == "free"
+
+
+def test_file_stale_takeover(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    path = tmp_path / "prod.json"
+    old = record("r-old", owner="bob", pid=gone.pid, host=HOST, ttl_s=1,
+                 acquired_at=lk.iso(lk.utcnow() - datetime.timedelta(seconds=30)))
+    path.write_text(json.dumps(old))
+    backend = lk.FileBackend(dict(path=str(path), environment="prod"))
+    new = record("r-new")
+    assert backend.acquire(new, deciding(new, takeover=False))[0] == "refuse"
+    verdict, why, previous = backend.acquire(new, deciding(new, takeover=True))
+    assert verdict == "takeover" and previous["run_id"] == "r-old" and "is gone" in why
+    assert json.loads(path.read_text())["run_id"] == "r-new"
+
+
+def test_file_only_one_of_many_concurrent_acquirers_wins(tmp_path):
+    path = str(tmp_path / "prod.json")
+    verdicts = []
+    barrier = threading.Barrier(8)
+
+    def contender(i):
+        backend = lk.FileBackend(dict(path=path, environment="prod"))
+        rec = record("r%d" % i)
+        barrier.wait()
+        verdicts.append(backend.acquire(rec, deciding(rec))[0])
+
+    threads = [threading.Thread(target=contender, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(verdicts) == ["refuse"] * 7 + ["take"]
+
+
+def test_unreadable_lock_file_is_a_holder_not_free(tmp_path, monkeypatch):
+    monkeypatch.setattr(lk.time, "sleep", lambda s: None)
+    path = tmp_path / "prod.json"
+    path.write_text("{garbage")
+    current = lk.FileBackend(dict(path=str(path), environment="prod")).read()
+    assert current["run_id"] == "unknown" and "unreadable" in current["owner"]
+
+
+def test_holder_pid_default_finds_outermost_ansible(tmp_path):
+    proc = tmp_path / "proc"
+
+    def fake(pid, ppid, argv):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+        (proc / str(pid) / "stat").write_text("%d (x) S %d 0 0" % (pid, ppid))
+
+    fake(10, 1, ["/usr/bin/python3", "/venv/bin/ansible-playbook", "site.yml"])
+    fake(20, 10, ["/usr/bin/python3", "/venv/bin/ansible-playbook", "site.yml"])  # the per-task worker fork
+    fake(30, 20, ["/bin/sh", "-c", "python3 module.py"])
+    assert lk.holder_pid_default(start=30, proc=str(proc)) == 10
+    fake(40, 1, ["/bin/bash"])
+    assert lk.holder_pid_default(start=40, proc=str(proc)) is None
