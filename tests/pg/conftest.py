@@ -141,13 +141,19 @@ def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = Fal
     return result
 
 
-@pytest.fixture(name="run_module")
+@pytest.fixture(name="run_module", scope="session")
 def run_module_fixture():
     """The ``run_module`` helper as a fixture."""
     return run_module
 
 
-@pytest.fixture(name="fingerprint")
+@pytest.fixture(name="fingerprint", scope="session")
 def fingerprint_fixture():
     """The ``fingerprint`` helper as a fixture."""
     return fingerprint
+
+
+@pytest.fixture(name="run_module_for_module", scope="module")
+def run_module_for_module_fixture():
+    """The ``run_module`` helper for module-scoped fixtures (PITR/index/status tests)."""
+    return run_module

@@ -54,6 +54,7 @@ RECOVERY_KEYS = ("restore_command", "recovery_target", "recovery_target_time", "
                  "recovery_target_action", "recovery_target_timeline", "primary_conninfo", "primary_slot_name")
 PHYSICAL_KINDS = ("physical", "base", "basebackup")
 UTC = datetime.timezone.utc
+EARLIER_SEGMENTS = 16  # how far before a backup to look for its last commit
 
 _SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
 _HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
@@ -454,8 +455,9 @@ def describe_target(kind, value):
     return "the end of the base backup (immediate)"
 
 
-def compute_window(backup, chain, segments, missing, beyond, scan):
-    """The recoverable window of one backup. ``scan(tli, first, last, rmgr=None, xid=None)`` reads WAL.
+def compute_window(backup, chain, segments, missing, beyond, scan, has=None):
+    """The recoverable window of one backup. ``scan(tli, first, last, rmgr=None, xid=None)`` reads WAL,
+    ``has(tli, segno)`` says whether the archive holds a segment (older WAL, searched for the last commit).
 
     Returns a dict: start_lsn, start_time, start_time_source, end_lsn, end_time, segments, gap.
     """
@@ -479,6 +481,16 @@ def compute_window(backup, chain, segments, missing, beyond, scan):
         if commits:
             start_time, source = commits[-1]["time"], "last transaction before the backup's stop LSN (pg_waldump)"
             break
+    if start_time is None and has is not None:
+        # Nothing committed while the backup ran: the last commit is in older archived WAL, if any is kept.
+        for segno in range(start_segno - 1, max(start_segno - 1 - EARLIER_SEGMENTS, -1), -1):
+            tli = expected_tli(chain, segno, seg_size_probe)
+            if not has(tli, segno):
+                break
+            commits = [r for r in scan(tli, segno, segno, rmgr="Transaction") if r["kind"] in ("commit", "abort")]
+            if commits:
+                start_time, source = commits[-1]["time"], "last transaction before the backup started (pg_waldump)"
+                break
     if start_time is None and backup.get("stop_time") is not None:
         start_time, source = backup["stop_time"], "STOP TIME of the backup history file (second precision)"
     # End: the newest commit and the last complete record of the contiguous run.
@@ -759,7 +771,7 @@ class PitrRestore(object):
         if not segments:
             raise SafetyRefusal("segment %s (the base backup's first WAL segment) is missing from %s"
                                 % (missing, self.archive.path), verb="verify", obj="WAL continuity")
-        window = compute_window(backup, chain, segments, missing, beyond, self._scan)
+        window = compute_window(backup, chain, segments, missing, beyond, self._scan, self.archive.has)
 
         def find_record(kind, value):
             for run_tli, first, last in pieces(segments):
