@@ -34,11 +34,13 @@ try:
     from psycopg import sql as psql_sql
     HAS_PSYCOPG = True
     PSYCOPG_IMPORT_ERROR = None
+    DRIVER_ERRORS = (psycopg.Error,)
 except ImportError as _exc:  # pragma: no cover - reported by the module
     psycopg = None
     psql_sql = None
     HAS_PSYCOPG = False
     PSYCOPG_IMPORT_ERROR = _exc
+    DRIVER_ERRORS = ()
 
 EXTENSIONS = dict(custom="dump", directory="dir", plain="sql")
 LOGICAL_FORMATS = ("custom", "directory", "plain")
@@ -709,4 +711,8 @@ class Backup(object):
 
 def run_backup(module):
     """pg_backup's one call: returns the module result dict (raises ReplyxError subclasses)."""
-    return Backup(module).run()
+    backup = Backup(module)
+    try:
+        return backup.run()
+    except DRIVER_ERRORS as exc:
+        raise CommandFailure(str(exc).strip().splitlines()[0], verb=backup.verb, obj=backup.obj)
