@@ -28,7 +28,9 @@ description:
     verified afterwards.
   - Already at the target, nothing is run and RV(ignore:changed=false).
 author:
-  - ReplyX platform team
+  - ReplyX platform team (@replyx)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 requirements:
   - On the managed host, the application's interpreter (O(python) or O(virtualenv)) with C(alembic), C(sqlalchemy)
     and a PostgreSQL driver (C(psycopg) or C(psycopg2)).
@@ -41,6 +43,8 @@ attributes:
     support: full
     details:
       - The revision before and after.
+  platform:
+    platforms: posix
 options:
   project_dir:
     description:
