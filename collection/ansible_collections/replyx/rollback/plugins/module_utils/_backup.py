@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import tarfile
-import threading
 import time
 
 from ansible_collections.replyx.rollback.plugins.module_utils._errors import (
@@ -48,6 +47,7 @@ PHYSICAL_FORMATS = ("tar", "plain")
 PLAIN_COMPLETE = "-- PostgreSQL database dump complete"
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 STDERR_FAILURE_RE = re.compile(r"(pg_dump: error|pg_basebackup: error|pg_restore: error|\bFATAL\b|\bERROR\b)")
+OPTION_KEYS = ("tables", "exclude_tables", "schemas", "exclude_schemas", "jobs", "compress")
 SNAPSHOT_PLACEHOLDER = "SNAPSHOT-EXPORTED-AT-RUN-TIME"
 
 
@@ -132,8 +132,8 @@ def connect(settings, verb, obj, dbname=None, autocommit=True):
         if "password authentication failed" in text or "no password supplied" in text:
             raise ConnectionFailure("password authentication failed for user %s" % kwargs.get("user"),
                                     verb=verb, obj=obj)
-        raise ConnectionFailure("cannot connect to %s:%s (%s)" % (kwargs.get("host"), kwargs.get("port"),
-                                                                 text.splitlines()[-1] if text else "error"),
+        last = text.splitlines()[-1] if text else "error"
+        raise ConnectionFailure("cannot connect to %s:%s (%s)" % (kwargs.get("host"), kwargs.get("port"), last),
                                 verb=verb, obj=obj)
 
 
@@ -649,8 +649,7 @@ class Backup(object):
         self.commands.append(argv)
         run(self.module, argv, self.verb, self.obj, self.env)
         extra = dict(tool_version=tool_version(self.module, tools["pg_dump"]), row_counts=self.params["row_counts"],
-                     options=dict((k, self.params.get(k)) for k in ("tables", "exclude_tables", "schemas",
-                                                                     "exclude_schemas", "jobs", "compress")))
+                     options=dict((k, self.params.get(k)) for k in OPTION_KEYS))
         extra["pg_dump_version"] = extra["tool_version"]
         if self.fmt == "plain":
             tables, extensions, complete = scan_plain(partial)

@@ -33,7 +33,8 @@ except ImportError:  # pragma: no cover - connect() reports the missing library
     psql_sql = None
     DRIVER_ERRORS = ()
 
-FORENSIC_PLACEHOLDER = "FORENSIC-BACKUP"
+CONNECTION_KEYS = ("login_host", "login_port", "login_user", "login_password", "login_unix_socket", "database_url",
+                   "ssl_mode", "ca_cert", "ssl_cert", "ssl_key", "connect_timeout", "pg_bin_dir")
 SKIP_EXTENSIONS = ("plpgsql",)
 
 
@@ -299,9 +300,7 @@ class Restore(object):
             return None
         dest = self.params.get("forensic_dest") or os.path.dirname(self.manifest["path"])
         params = dict((k, v.get("default")) for k, v in backup_argument_spec().items())
-        params.update((k, self.params.get(k)) for k in ("login_host", "login_port", "login_user", "login_password",
-                                                         "login_unix_socket", "database_url", "ssl_mode", "ca_cert",
-                                                         "ssl_cert", "ssl_key", "connect_timeout", "pg_bin_dir"))
+        params.update((k, self.params.get(k)) for k in CONNECTION_KEYS)
         params.update(login_db=self.database, database_url=None, dest=dest, kind="logical", format="custom",
                       label="forensic-%s" % utcnow().strftime("%Y%m%dT%H%M%SZ"))
         if self.params.get("database_url"):
@@ -309,8 +308,8 @@ class Restore(object):
                 params[key] = self.settings.get(key)
         result = Backup(self.module, params=params, forensic=True).run()
         self.commands.extend(result["commands"])
-        self.steps.append("%s forensic backup of %s to %s" % ("would take" if self.check_mode else "took",
-                                                             self.database, result["path"]))
+        verb = "would take" if self.check_mode else "took"
+        self.steps.append("%s forensic backup of %s to %s" % (verb, self.database, result["path"]))
         return result["backup"]
 
     # -- full and schema_only
@@ -336,8 +335,8 @@ class Restore(object):
             if not self.check_mode:
                 try:
                     self._sql(conn, [psql_sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident)])
-                except Exception:  # pylint: disable=broad-except - the database may be gone: report the first error
-                    pass
+                except Exception:  # pylint: disable=broad-except
+                    pass  # the database may be gone already: report the first error
             raise
         finally:
             conn.close()

@@ -16,7 +16,7 @@ description:
     or a physical base backup of the whole cluster with C(pg_basebackup) (for point-in-time recovery).
   - The backup is written to C(<name>.partial) and renamed to C(<name>) only when complete and verified. A logical
     backup is verified with C(pg_restore --list) (plain format - the dump's completion comment); a physical one with
-    C(pg_verifybackup) when the client tools can read its format. Any C(pg_dump: error), C(ERROR) or C(FATAL) on
+    C(pg_verifybackup) when the client tools can read its format. Any error line (C(pg_dump) error, C(ERROR), C(FATAL)) on
     the tool's standard error is a failure even if the tool exits with 0. On failure the partial backup is removed
     and no manifest is written.
   - Files are made private (mode 0600, directories 0700) and a JSON manifest C(<name>.manifest.json) is written next
@@ -30,17 +30,19 @@ description:
     the newest verified backup and never the one just taken.
   - The password travels to the tools in the environment (E(PGPASSWORD)), never on the command line nor in results.
 author:
-  - ReplyX platform team
+  - ReplyX platform team (@replyx)
 extends_documentation_fragment:
   - replyx.rollback.postgres
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Connects to the server (read-only) and returns the exact commands in RV(commands) and the retention plan in
         RV(deleted); writes and deletes nothing. The C(--snapshot) value of C(pg_dump) is only known at run time and
         is shown as C(SNAPSHOT-EXPORTED-AT-RUN-TIME).
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   dest:

@@ -27,16 +27,18 @@ description:
   - O(mode=schema_only) - like O(mode=full) but restores only the schema (an empty database of the backup's shape).
   - After the restore the row count of every restored table is compared with the manifest's counts.
 author:
-  - ReplyX platform team
+  - ReplyX platform team (@replyx)
 extends_documentation_fragment:
   - replyx.rollback.postgres
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Verifies the checksum, checks the database exists and reads the backup's table of contents, then returns the
         plan (RV(steps), RV(commands), RV(queries)) and changes nothing. O(confirm) is not needed in check mode.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   backup:
