@@ -66,7 +66,7 @@ _RECORD = re.compile(r"^rmgr: (\S+)\s+len \(rec/tot\):\s*\d+/\s*\d+, tx:\s*(\d+)
 _XACT = re.compile(r"^(COMMIT|ABORT)(?:_PREPARED)?\s+(?:\d+:\s+)?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) ([A-Za-z]+|[+-][0-9:]+)")
 _WALDUMP_ERROR_AT = re.compile(r"at ([0-9A-F]+/[0-9A-F]+)")
 _LOG_STOP = re.compile(r"recovery stopping .*")
-_LOG_LAST_XACT = re.compile(r"last completed transaction was at log time (.+?)\s*$")
+_LOG_LAST_XACT = re.compile(r"last completed transaction was at log time (.+?)\s*$", re.M)
 _LOG_NEW_TLI = re.compile(r"selected new timeline ID: (\d+)")
 _LOG_REDO_DONE = re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)")
 
