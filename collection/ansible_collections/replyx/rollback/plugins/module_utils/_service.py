@@ -395,15 +395,21 @@ class Pidfile(object):
             write_pidfile_atomic(self.path, self.child.pid)
         step["pid"] = self.child.pid
 
+    def died(self):
+        """Why the process this run started is gone, or None while it runs (or when none was started)."""
+        if self.child is None or self.child.poll() is None:
+            return None
+        return "the process exited with rc %s after start%s" % (
+            self.child.returncode, " (see %s)" % self.params["log_file"] if self.params.get("log_file") else "")
+
     def new_status(self, timeout):
         """Wait until the pidfile names a live, verified process (the one just started, when we wrote it)."""
         deadline = time.monotonic() + timeout
         last = None
         while True:
-            if self.child is not None and self.child.poll() is not None:
-                raise CommandFailure("the process exited with rc %s right after start%s" % (
-                    self.child.returncode, " (see %s)" % self.params["log_file"] if self.params.get("log_file") else ""),
-                    verb="start", obj=self.name, cmd=self.params.get("command"), rc=self.child.returncode)
+            if self.died():
+                raise CommandFailure(self.died(), verb="start", obj=self.name, cmd=self.params.get("command"),
+                                     rc=self.child.returncode)
             last = self.status()
             if last["running"]:
                 return last
@@ -470,18 +476,21 @@ def url_status(url, timeout=2.0):
         return None
 
 
-def wait_until(predicate, timeout, interval=0.2):
+def wait_until(predicate, timeout, interval=0.2, abort=None):
+    """Poll until ``predicate()``; False on timeout or as soon as ``abort()`` says the wait is pointless."""
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
             return True
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (abort is not None and abort()):
             return False
         time.sleep(interval)
 
 
-def wait_ready(params, stopping=False):
-    """Wait for the port/url to answer (or, when stopping, for the port to close). Returns problems."""
+def wait_ready(params, stopping=False, abort=None):
+    """Wait for the port/url to answer (or, when stopping, for the port to close). Returns problems.
+
+    ``abort`` returns a reason (the process we started died) that ends the wait early."""
     timeout = params["wait_timeout"]
     problems = []
     started = time.monotonic()
@@ -490,13 +499,13 @@ def wait_ready(params, stopping=False):
         if stopping:
             if not wait_until(lambda: not port_open(host, port), timeout):
                 problems.append("port %s:%d still open after %ss" % (host, port, timeout))
-        elif not wait_until(lambda: port_open(host, port), timeout):
-            problems.append("port %s:%d not answering after %ss" % (host, port, timeout))
-    if params.get("wait_url") and not stopping:
+        elif not wait_until(lambda: port_open(host, port), timeout, abort=abort):
+            problems.append("port %s:%d not answering after %ss" % (host, port, round(time.monotonic() - started, 1)))
+    if params.get("wait_url") and not stopping and not problems:
         remaining = max(0.5, timeout - (time.monotonic() - started))
         seen = []
         if not wait_until(lambda: seen.append(url_status(params["wait_url"])) or seen[-1] in params["wait_status"],
-                          remaining):
+                          remaining, abort=abort):
             problems.append("%s answered %s, expected %s" % (
                 params["wait_url"], seen[-1] if seen else None, "/".join(str(s) for s in params["wait_status"])))
     return problems
@@ -537,7 +546,10 @@ def run(module):
         after = dict(manager.status())
         if not after["running"]:
             wait_until(lambda: after.update(manager.status()) or after["running"], params["wait_timeout"], 0.5)
-    problems = wait_ready(params, stopping=stopping)
+    abort = getattr(manager, "died", None)
+    problems = wait_ready(params, stopping=stopping, abort=abort)
+    if abort is not None and abort():
+        problems.insert(0, abort())
     if not stopping and not after["running"]:
         problems.insert(0, "not running after %s: %s" % (state, after["detail"]))
     if stopping and after["running"]:
