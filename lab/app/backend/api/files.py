@@ -37,7 +37,7 @@ async def upload(file: UploadFile = File(...), user: User = Depends(current_user
             while chunk := await file.read(CHUNK):
                 size += len(chunk)
                 if app_config.MAX_UPLOAD_BYTES and size > app_config.MAX_UPLOAD_BYTES:
-                    raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "file too large")
+                    raise HTTPException(413, "file too large")
                 digest.update(chunk)
                 out.write(chunk)
         os.replace(partial, stored)

@@ -159,7 +159,14 @@ def seed(cur, scale: int) -> None:
             FROM dialogs d
             CROSS JOIN LATERAL generate_series(1, 2 + (d.id * 7919) % 21) AS m""")
 
-    # Knowledge base: 384-dimensional vectors, round robin over all assistants.
+    # Knowledge base: 384-dimensional vectors, round robin over all assistants. Inserting row by row
+    # into hnsw graphs is the slow part of a big seed, so the hnsw indexes are dropped and rebuilt from
+    # their own definitions inside this transaction: the schema ends exactly as the migrations left it.
+    cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND tablename = 'knowledge_embeddings' AND indexdef LIKE '%%USING hnsw%%' ORDER BY indexname")
+    hnsw = cur.fetchall()
+    for name, _definition in hnsw:
+        cur.execute(f'DROP INDEX "{name}"')
     cur.execute(
         f"""WITH a AS (SELECT array_agg(id ORDER BY id) AS ids, array_agg(user_id ORDER BY id) AS uids
                        FROM assistants)
@@ -173,6 +180,9 @@ def seed(cur, scale: int) -> None:
                    1 + floor(random() * 10)::int, 20 + floor(random() * 200)::int,
                    now() - (random() * interval '60 days')
             FROM a, generate_series(0, %s - 1) AS g""", (rows("knowledge_embeddings", scale),))
+    cur.execute("SET LOCAL maintenance_work_mem = '512MB'")
+    for _name, definition in hnsw:
+        cur.execute(definition)
 
     cur.execute(
         """WITH u AS (SELECT array_agg(id ORDER BY id) AS ids FROM users)

@@ -42,7 +42,7 @@ def create_assistant(body: AssistantCreate, user: User = Depends(current_user),
                      db: Session = Depends(get_db)) -> dict:
     name = body.name.strip()
     if not name:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "name must not be blank")
+        raise HTTPException(422, "name must not be blank")
     assistant = Assistant(user_id=user.id, name=name, system_prompt=body.system_prompt, ai_model=body.ai_model,
                           is_active=body.is_active)
     db.add(assistant)
