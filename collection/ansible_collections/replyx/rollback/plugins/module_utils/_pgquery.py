@@ -207,8 +207,9 @@ def server_status(settings):
         archiver = fetch_one(conn, _ARCHIVER_SQL, verb="read", obj="pg_stat_archiver")
         revisions = []
         if base["has_alembic"]:
-            revisions = [r["version_num"] for r in fetch(conn, "SELECT version_num FROM public.alembic_version "
-                                                              "ORDER BY 1", verb="read", obj="alembic_version")]
+            rows = fetch(conn, "SELECT version_num FROM public.alembic_version ORDER BY 1", verb="read",
+                         obj="alembic_version")
+            revisions = [r["version_num"] for r in rows]
     finally:
         conn.close()
     max_conn = base["max_connections"]

@@ -797,7 +797,7 @@ class PitrRestore(object):
         match = re.search(r"(\d+)(?:\.\d+)?", out or "")
         tools = match.group(1) if match else None
         self.tools_major = tools
-        backup_major = str(self.backup.get("pg_version") or "").split(".")[0]
+        backup_major = str(self.backup.get("pg_version") or "").split(".", 1)[0]
         if tools and backup_major and tools != backup_major:
             raise SafetyRefusal("the base backup is PostgreSQL %s but the tools in %s are PostgreSQL %s"
                                 % (backup_major, self.bin_dir or "PATH", tools), verb="check",
@@ -814,9 +814,9 @@ class PitrRestore(object):
         self.space = dict(required_bytes=need, free_bytes=free, filesystem_of=probe,
                           backup_bytes=self.backup["size"])
         if free < need:
+            minimum = int(self.params.get("min_free_bytes") or 0)
             raise SafetyRefusal("%d bytes free on the filesystem of %s, %d needed (backup %d bytes x %.2f + "
-                                "min_free_bytes %d)" % (free, probe, need, self.backup["size"], factor,
-                                                       int(self.params.get("min_free_bytes") or 0)),
+                                "min_free_bytes %d)" % (free, probe, need, self.backup["size"], factor, minimum),
                                 verb="check", obj="free disk space")
         if os.path.isdir(self.data_dir):
             fprobe = self.forensic_dir

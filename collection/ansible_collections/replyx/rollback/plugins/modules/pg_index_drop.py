@@ -20,7 +20,7 @@ description:
     constraint.
   - C(changed) is true only when an index was dropped (in check mode, when one would be).
 author:
-  - ReplyX platform team
+  - ReplyX platform team (@replyx)
 extends_documentation_fragment:
   - replyx.rollback.postgres
 attributes:

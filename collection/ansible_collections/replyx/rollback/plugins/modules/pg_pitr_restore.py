@@ -37,7 +37,7 @@ description:
     is (O(data_dir), forensic copy, server log, steps done).
   - Commands run as O(os_user) through C(runuser) when the module runs as root; PostgreSQL refuses to run as root.
 author:
-  - ReplyX platform team
+  - ReplyX platform team (@replyx)
 extends_documentation_fragment:
   - replyx.rollback.postgres
 attributes:
@@ -46,6 +46,7 @@ attributes:
     description: Runs the whole preflight and returns the plan (steps, chosen base backup, window, settings); changes nothing.
   diff_mode:
     support: none
+    description: Reports no diff.
 options:
   base_backup:
     description:
@@ -221,8 +222,8 @@ base_backup:
     verified: true
 window:
   description:
-    - The recoverable window of the chosen backup. RV(window.start_time) is the commit time of the last transaction
-      before the backup's consistency point (RV(window.start_time_source) says how it was found); RV(window.end_time) is
+    - The recoverable window of the chosen backup. C(start_time) is the commit time of the last transaction
+      before the backup's consistency point (C(start_time_source) says how it was found); C(end_time) is
       the newest commit in the contiguous archived WAL (targets must be before it).
   returned: always
   type: dict
@@ -281,9 +282,9 @@ forensic_copy:
   sample: /srv/forensic/main-20260131T031500Z
 reached:
   description:
-    - What recovery reached. RV(reached.lsn) and RV(reached.timestamp) are the last replayed WAL location and the commit
-      time of the last replayed transaction; RV(reached.timeline) is the timeline the server is on (after promotion, the
-      new one); RV(reached.recovery_stop) is the server's own "recovery stopping ..." line.
+    - What recovery reached. C(lsn) and C(timestamp) are the last replayed WAL location and the commit
+      time of the last replayed transaction; C(timeline) is the timeline the server is on (after promotion, the
+      new one); C(recovery_stop) is the server's own "recovery stopping ..." line.
   returned: changed
   type: dict
   sample:

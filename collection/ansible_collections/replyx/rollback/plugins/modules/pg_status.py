@@ -19,7 +19,7 @@ description:
     current WAL location.
   - Always returns C(changed=false).
 author:
-  - ReplyX platform team
+  - ReplyX platform team (@replyx)
 extends_documentation_fragment:
   - replyx.rollback.postgres
 attributes:
@@ -28,6 +28,7 @@ attributes:
     description: Runs the same read-only queries.
   diff_mode:
     support: none
+    description: Reports no diff.
 seealso:
   - module: replyx.rollback.service_health
   - module: community.postgresql.postgresql_info
@@ -68,8 +69,8 @@ in_recovery:
   sample: false
 connections:
   description:
-    - Client connections (C(pg_stat_activity) rows with C(backend_type = 'client backend')); RV(connections.used)
-      counts against C(max_connections), RV(connections.percent) is RV(connections.used) of C(max_connections) in percent.
+    - Client connections (C(pg_stat_activity) rows with C(backend_type = 'client backend')); C(used)
+      counts against C(max_connections), C(percent) is C(used) of C(max_connections) in percent.
   returned: always
   type: dict
   sample: {used: 12, active: 3, idle: 9, idle_in_transaction: 0, max_connections: 100,
@@ -86,7 +87,7 @@ alembic_revision:
   sample: a1b2c3d4e5f6
 wal_archiving:
   description:
-    - C(archive_mode) and C(pg_stat_archiver). RV(wal_archiving.failing) is true when the newest archiving attempt
+    - C(archive_mode) and C(pg_stat_archiver). C(failing) is true when the newest archiving attempt
       failed.
   returned: always
   type: dict

@@ -138,7 +138,7 @@ def test_contiguous_segments_reports_the_gap(tmp_path):
 
 WALDUMP = """\
 rmgr: Heap        len (rec/tot):     54/    54, tx:        755, lsn: 0/03006C90, prev 0/03006C58, desc: DELETE xmax: 755
-rmgr: Transaction len (rec/tot):    473/   473, tx:        755, lsn: 0/03006D38, prev 0/03006D00, desc: COMMIT 2026-01-31 03:05:02.470717 UTC; rels: base/5/16384
+rmgr: Transaction len (rec/tot):    473/   473, tx:        755, lsn: 0/03006D38, prev 0/03006D00, desc: COMMIT 2026-01-31 03:05:02.470717 UTC; rels: base/5/1
 rmgr: Transaction len (rec/tot):     34/    34, tx:        756, lsn: 0/03006E00, prev 0/03006D38, desc: ABORT 2026-01-31 03:05:03 UTC
 rmgr: XLOG        len (rec/tot):     98/    98, tx:          0, lsn: 0/03006E40, prev 0/03006E00, desc: RESTORE_POINT before release 42
 rmgr: XLOG        len (rec/tot):     24/    24, tx:          0, lsn: 0/03006F18, prev 0/03006E40, desc: SWITCH
