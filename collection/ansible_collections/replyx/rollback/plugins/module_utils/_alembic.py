@@ -127,8 +127,9 @@ def make_engine(url):
         u = u.set(drivername=driver)
     if u.password:
         _SECRETS.append("%s" % u.password)
+    connect_args = {"application_name": APP_NAME} if u.drivername.startswith("postgresql") else {}
     try:
-        return create_engine(u, poolclass=NullPool, connect_args={"application_name": APP_NAME})
+        return create_engine(u, poolclass=NullPool, connect_args=connect_args)
     except Exception as exc:
         raise HelperError("input", "cannot use database URL (%s)" % first_line(exc))
 

@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 
 import pytest
 
@@ -348,3 +349,121 @@ def test_default_lock_id_is_derived_from_the_name():
     derived = int.from_bytes(hashlib.sha256(b"replyx.alembic").digest()[:8], "big", signed=True)
     assert al.DEFAULT_LOCK_ID == derived
     assert -2 ** 63 <= al.DEFAULT_LOCK_ID < 2 ** 63
+
+
+# ---- the helper program itself, on a toy alembic project (SQLite, no server needed) --------------
+
+TOY_ENV = '''
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+if context.is_offline_mode():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    connectable = config.attributes.get("connection")
+    if connectable is None:
+        connectable = engine_from_config(config.get_section(config.config_ini_section), prefix="sqlalchemy.",
+                                         poolclass=pool.NullPool).connect()
+    context.configure(connection=connectable)
+    with context.begin_transaction():
+        context.run_migrations()
+    print("env.py noise on stdout")
+'''
+
+TOY_REVISION = '''"""%(message)s"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = %(revision)r
+down_revision = %(down)r
+branch_labels = None
+depends_on = None
+%(drops)s
+
+def upgrade():
+    op.create_table(%(table)r, sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade():
+    op.drop_table(%(table)r)
+'''
+
+
+def _app_python_with_alembic():
+    import subprocess
+    import sys
+    probe = subprocess.run([sys.executable, "-c", "import alembic, sqlalchemy"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("the test interpreter has no alembic")
+    return sys.executable
+
+
+@pytest.fixture
+def toy_project(tmp_path):
+    versions = tmp_path / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = migrations\n")
+    (tmp_path / "migrations" / "env.py").write_text(TOY_ENV)
+    (tmp_path / "migrations" / "script.py.mako").write_text("")
+    revisions = [("r1", None, "first table", "downgrade_drops_data = ['one']"),
+                 ("r2", "r1", "second table", "downgrade_drops_data = []"),
+                 ("r3", "r2", "third table, drops undeclared", "")]
+    for revision, down, message, drops in revisions:
+        (versions / ("%s.py" % revision)).write_text(TOY_REVISION % dict(
+            revision=revision, down=down, message=message, drops=drops, table="t_" + revision))
+    return tmp_path
+
+
+def _run_helper(python, project, action, url, **args):
+    import subprocess
+    helper = project / al.HELPER_NAME
+    helper.write_text(al.HELPER)
+    args.update(project_dir=str(project), config=str(project / "alembic.ini"), timeout=60)
+    argv = al.helper_argv(python, str(helper), action, args)
+    env = dict(os.environ, **al.helper_env(url))
+    proc = subprocess.run(argv, cwd=str(project), env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    result = al.parse_helper_output(proc.stdout)
+    assert result is not None, proc.stdout + proc.stderr
+    return result
+
+
+def test_helper_state_reads_history_and_current(toy_project):
+    python = _app_python_with_alembic()
+    url = "sqlite:///%s" % (toy_project / "app.db")
+    state = _run_helper(python, toy_project, "state", url)
+    assert state["ok"] is True and state["current"] == [] and state["heads"] == ["r3"]
+    history = dict((r["revision"], r) for r in state["history"])
+    assert [r["revision"] for r in state["history"]] == ["r3", "r2", "r1"]
+    assert history["r1"]["drops_data"] == ["one"] and history["r1"]["down_revisions"] == []
+    assert history["r2"]["drops_data"] == [] and history["r2"]["drops_data_declared"] is True
+    assert history["r3"]["drops_data"] is None and history["r3"]["drops_data_declared"] is False
+    assert history["r3"]["message"] == "third table, drops undeclared"
+    # planning on the helper's real answer
+    graph = al.History(state["history"])
+    assert [s["revision"] for s in al.plan_steps(graph, "r3", al.resolve_target(graph, "r3", "-2"))] == ["r3", "r2"]
+
+
+def test_helper_sql_is_offline(toy_project):
+    python = _app_python_with_alembic()
+    url = "sqlite:///%s" % (toy_project / "app.db")
+    sql = _run_helper(python, toy_project, "sql", url, start="r3", destination="r1")
+    assert sql["ok"] is True
+    assert "DROP TABLE t_r3" in sql["sql"] and "DROP TABLE t_r2" in sql["sql"] and "t_r1" not in sql["sql"]
+    assert "UPDATE alembic_version SET version_num='r1'" in sql["sql"]
+    assert not (toy_project / "app.db").exists() or (toy_project / "app.db").stat().st_size == 0
+
+
+def test_helper_reports_unreadable_scripts_and_bad_url(toy_project):
+    python = _app_python_with_alembic()
+    (toy_project / "migrations" / "versions" / "r3.py").write_text("import not_a_module_anywhere\nrevision = 'r3'\n")
+    broken = _run_helper(python, toy_project, "state", "sqlite:///%s" % (toy_project / "app.db"))
+    assert broken["ok"] is False and broken["kind"] == "scripts"
+    assert "not_a_module_anywhere" in broken["message"]
+    (toy_project / "migrations" / "versions" / "r3.py").unlink()
+    bad = _run_helper(python, toy_project, "state", "postgresql://u:hunter2@127.0.0.1:1/db")
+    assert bad["ok"] is False and bad["kind"] == "connection"
+    assert "hunter2" not in json.dumps(bad)
