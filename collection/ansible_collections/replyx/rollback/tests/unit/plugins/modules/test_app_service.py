@@ -49,7 +49,7 @@ class FakeSystemctl(object):
         self.active = active
         self.calls = []
 
-    def __call__(self, module, argv, **kwargs):
+    def answer(self, module, argv, **kwargs):
         self.calls.append(list(argv))
         verb = argv[1]
         if verb == "is-active":
@@ -66,7 +66,11 @@ class FakeSystemctl(object):
 @pytest.fixture
 def systemctl(monkeypatch):
     fake = FakeSystemctl(active=True)
-    monkeypatch.setattr(basic.AnsibleModule, "run_command", lambda self, argv, **kw: fake(self, argv, **kw))
+
+    def run_command(module, argv, **kwargs):  # a plain function, so that it binds as a method
+        return fake.answer(module, argv, **kwargs)
+
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: "/bin/" + name)
     return fake
 
