@@ -6,6 +6,7 @@ pg_extension), not only on what the module says.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -13,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from tests.alembic.conftest import APP_SRC, CHAIN, HEAD, finish_module, run_module, start_module, warnings_of
+from tests.alembic.conftest import APP_PYTHON, APP_SRC, CHAIN, HEAD, finish_module, run_module, start_module, warnings_of
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
 
@@ -330,3 +331,73 @@ def test_interpreter_without_alembic(app):
     assert r["msg"].startswith("Failed to use the application's Python interpreter: ")
     assert "cannot import alembic" in r["msg"]
     assert app.versions() == [HEAD]
+
+
+# ---- branches: a toy project with two heads on the same server -----------------------------------
+
+BRANCH_ENV = '''
+import os
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+url = os.environ["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+connectable = context.config.attributes.get("connection")
+if connectable is None:
+    with create_engine(url, poolclass=pool.NullPool).connect() as conn:
+        context.configure(connection=conn)
+        with context.begin_transaction():
+            context.run_migrations()
+else:
+    context.configure(connection=connectable)
+    with context.begin_transaction():
+        context.run_migrations()
+'''
+
+
+@pytest.fixture
+def branched(pg, tmp_path):
+    """root -> a1 (label alpha) -> a2, and root -> b1 (label beta): two heads, both applied."""
+    dbname = "branched_%d" % time.monotonic_ns()
+    pg.psql(f"CREATE DATABASE {dbname}")
+    project = tmp_path / "branched"
+    (project / "migrations" / "versions").mkdir(parents=True)
+    (project / "alembic.ini").write_text("[alembic]\nscript_location = migrations\n")
+    (project / "migrations" / "env.py").write_text(BRANCH_ENV)
+    for rev, down, labels in (("root0000", None, None), ("a1000000", "root0000", ("alpha",)),
+                              ("a2000000", "a1000000", None), ("b1000000", "root0000", ("beta",))):
+        (project / "migrations" / "versions" / f"{rev}.py").write_text(
+            f"revision = {rev!r}\ndown_revision = {down!r}\nbranch_labels = {labels!r}\ndepends_on = None\n"
+            "downgrade_drops_data = []\n\nfrom alembic import op\n\n\n"
+            f"def upgrade():\n    op.execute('CREATE TABLE t_{rev} (id int)')\n\n\n"
+            f"def downgrade():\n    op.execute('DROP TABLE t_{rev}')\n")
+    (project / ".env").write_text(f"DATABASE_URL={pg.dsn(dbname)}\n")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["DATABASE_URL"] = pg.dsn(dbname)
+    proc = subprocess.run([str(APP_PYTHON), "-m", "alembic", "-c", "alembic.ini", "upgrade", "heads"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    yield project, dbname
+    pg.psql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+
+
+def test_branches(pg, branched):
+    project, dbname = branched
+
+    def versions():
+        return pg.psql("SELECT version_num FROM alembic_version ORDER BY 1", dbname=dbname).split()
+
+    args = dict(project_dir=str(project), python=str(APP_PYTHON), lock_timeout=30)
+    assert versions() == ["a2000000", "b1000000"]
+    no_branch = run_module(dict(args, target="root0000"))
+    assert no_branch["failed"] and "multiple heads" in no_branch["msg"] and "set branch" in no_branch["msg"]
+
+    plan = run_module(dict(args, target="root0000", branch="alpha"), check_mode=True)
+    assert [s["revision"] for s in plan["steps"]] == ["a2000000", "a1000000"]
+    assert versions() == ["a2000000", "b1000000"]
+
+    done = run_module(dict(args, target="root0000", branch="alpha"))
+    assert not done["failed"], done.get("msg")
+    assert done["changed"] and done["before"] == "a2000000" and done["current_heads"] == ["b1000000"]
+    assert versions() == ["b1000000"]
+    tables = set(pg.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", dbname=dbname).split())
+    assert tables == {"alembic_version", "t_root0000", "t_b1000000"}

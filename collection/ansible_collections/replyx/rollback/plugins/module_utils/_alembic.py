@@ -647,8 +647,12 @@ def resolve_target(history, current, target, named_targets=None):
     return resolve_revision(history, text, named_targets)
 
 
-def plan_steps(history, current, target):
-    """Ordered downgrade steps from ``current`` to ``target`` (newest first). Raises when not an ancestor."""
+def plan_steps(history, current, target, applied_heads=None):
+    """Ordered downgrade steps from ``current`` to ``target`` (newest first). Raises when not an ancestor.
+
+    ``applied_heads`` are all rows of ``alembic_version`` (several with branches): a revision of another
+    branch that depends on a revision this downgrade removes is removed too, as alembic does.
+    """
     if target == current:
         return []
     below_current = history.ancestors(current)
@@ -659,6 +663,14 @@ def plan_steps(history, current, target):
         raise InputError("%s is not an ancestor of the current revision %s" % (target, current),
                          verb="plan", obj="the downgrade")
     remove = below_current - history.ancestors(target)
+    applied = set()
+    for head in applied_heads or [current]:
+        applied |= history.ancestors(head)
+    grew = True
+    while grew:
+        dependants = set(r for r in applied - remove if any(d in remove for d in history.downs(r)))
+        grew = bool(dependants)
+        remove |= dependants
     steps = []
     while remove:
         # a revision goes before its down revisions: take the ones nothing left depends on
@@ -753,7 +765,7 @@ def run_downgrade(module, verify_manifest=None):
     named = params.get("named_targets") or {}
     current = select_current(history, state["current"], state["heads"], params.get("branch"), named)
     target = resolve_target(history, current, params["target"], named)
-    steps = plan_steps(history, current, target)
+    steps = plan_steps(history, current, target, state["current"])
     after = expected_after(history, state["current"], steps, target)
     result.update(before=current, after=current, target=target, current_heads=state["current"],
                   heads=state["heads"], steps=steps, would_drop_data=bool(dropping_steps(steps)),

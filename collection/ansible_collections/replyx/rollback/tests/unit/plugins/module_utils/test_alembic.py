@@ -224,6 +224,21 @@ def test_branch_selects_the_current_revision(branch, expected):
     assert al.select_current(history, ["a2", "b1"], ["a2", "b1"], branch) == expected
 
 
+def test_branch_to_base_removes_the_other_branch_too():
+    # alembic downgrade alpha@base also removes b1, which depends on root: the plan must say so
+    history = al.History(TWO_HEADS)
+    steps = [s["revision"] for s in al.plan_steps(history, "a2", None, ["a2", "b1"])]
+    assert set(steps) == {"a2", "a1", "b1", "root"} and steps[-1] == "root"
+    assert al.expected_after(history, ["a2", "b1"], al.plan_steps(history, "a2", None, ["a2", "b1"]), None) == []
+
+
+def test_branch_to_root_keeps_the_other_branch():
+    history = al.History(TWO_HEADS)
+    steps = al.plan_steps(history, "a2", "root", ["a2", "b1"])
+    assert [s["revision"] for s in steps] == ["a2", "a1"]
+    assert al.expected_after(history, ["a2", "b1"], steps, "root") == ["b1"]
+
+
 def test_branch_downgrade_keeps_the_other_head():
     history = al.History(TWO_HEADS)
     steps = al.plan_steps(history, "a2", "a1")
