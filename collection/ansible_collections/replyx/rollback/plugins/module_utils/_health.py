@@ -181,6 +181,8 @@ def http_request(url, method="GET", headers=None, data=None, timeout=10.0, valid
 
 def _request_body(check):
     headers = dict((to_text(k), to_text(v)) for k, v in (check.get("headers") or {}).items())
+    if check.get("authorization"):
+        headers["Authorization"] = check["authorization"]
     data = None
     if check.get("json") is not None:
         data = json.dumps(check["json"]).encode("utf-8")
@@ -755,6 +757,7 @@ def check_options_spec():
         url=dict(type="str"),
         method=dict(type="str"),
         headers=dict(type="dict"),
+        authorization=dict(type="str", no_log=True),
         body=dict(type="str"),
         json=dict(type="raw"),
         status=dict(type="list", elements="int"),

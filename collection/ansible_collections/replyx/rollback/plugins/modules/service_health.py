@@ -81,8 +81,15 @@ options:
         type: str
       headers:
         description:
-          - Request headers (V(http), V(login)). Never returned.
+          - Request headers (V(http), V(login)). They are not part of the checklist, but Ansible echoes module
+            arguments in C(invocation), so put credentials in O(checks[].authorization) or use a V(login) check with
+            O(checks[].use_token) instead.
         type: dict
+      authorization:
+        description:
+          - Value of the C(Authorization) header (V(http)), for example C(Bearer <static token>). Treated as a secret,
+            never returned.
+        type: str
       body:
         description:
           - Raw request body (V(http)). Mutually exclusive with O(checks[].json).

@@ -82,3 +82,19 @@ def test_login_password_and_token_never_returned(monkeypatch, capsys, tmp_path):
     assert result["_rc"] == 0, result["_raw"]
     assert [c["ok"] for c in result["checklist"]] == [True, True]
     assert "hunter2-pw" not in result["_raw"] and token not in result["_raw"]
+
+
+def test_authorization_header_is_sent_and_masked(monkeypatch, capsys, tmp_path):
+    seen = []
+
+    def fake_request(url, method="GET", headers=None, data=None, timeout=10, validate_certs=True):
+        seen.append(dict(headers))
+        return 200, "{}", 3.0
+
+    monkeypatch.setattr(_health, "http_request", fake_request)
+    result = run_module(monkeypatch, capsys, tmp_path, checks=[
+        dict(name="api", type="http", url="http://api/x", authorization="Bearer static-secret-42",
+             headers={"X-Probe": "rollback"})])
+    assert result["_rc"] == 0
+    assert seen == [{"X-Probe": "rollback", "Authorization": "Bearer static-secret-42"}]
+    assert "static-secret-42" not in result["_raw"]
