@@ -1,8 +1,11 @@
 """Bad input to the lab playbooks: clear errors, nothing changed."""
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -36,17 +39,22 @@ def test_unknown_app_is_refused():
     assert "app=backend|workers" in proc.stdout
 
 
-def test_port_already_taken_gives_a_clear_error_naming_it(tmp_path):
+def test_port_already_taken_gives_a_clear_error_naming_it():
+    # The throwaway lab root must be traversable by the postgres OS user (pytest's tmp_path is 0700).
+    root = Path(tempfile.mkdtemp(prefix="replyx-lab-port-"))
+    root.chmod(0o755)
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     port = holder.getsockname()[1]
     try:
-        proc = labutil.playbook("lab.yml", "--limit", "postgres", REPLYX_LAB_ROOT=tmp_path / "lab",
+        proc = labutil.playbook("lab.yml", "--limit", "postgres", REPLYX_LAB_ROOT=root / "lab",
                                 REPLYX_PG_PORT=port)
+        assert proc.returncode != 0
+        assert f"port {port} on 127.0.0.1 is already in use" in " ".join(proc.stdout.split())
+        # initdb ran in the throwaway root, but no server was started there
+        assert (root / "lab" / "postgres" / "data" / "PG_VERSION").exists()
+        assert not (root / "lab" / "postgres" / "data" / "postmaster.pid").exists()
     finally:
         holder.close()
-    assert proc.returncode != 0
-    assert f"port {port} on 127.0.0.1 is already in use" in proc.stdout
-    # initdb ran in the throwaway root, but no server was started there
-    assert not (tmp_path / "lab" / "postgres" / "data" / "postmaster.pid").exists()
+        shutil.rmtree(root, ignore_errors=True)
