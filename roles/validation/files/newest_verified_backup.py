@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Find the newest verified backup in a directory of replyx.rollback.pg_backup backups.
+
+Usage: newest_verified_backup.py DIR [KIND]   (KIND: logical (default), physical or any)
+
+Reads every <name>.manifest.json (pg_backup's manifest format, module_utils/_manifest.py), newest
+'created' first, and recomputes the sha256 of the backup it names: a file's sha256, or for a
+directory the sha256 over its files in sorted relative-path order, each fed as
+"relpath NUL size NUL contents". Forensic backups and partial backups are ignored. Prints one JSON
+object: {"found": bool, "newest": {...manifest summary, "age_h"}, "checked": [{path, ok, reason}]}.
+Reads only.
+"""
+import datetime
+import hashlib
+import json
+import os
+import sys
+
+SUFFIX = ".manifest.json"
+REQUIRED = ("name", "path", "kind", "format", "sha256")
+
+
+def files_below(root):
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                found.append(os.path.relpath(full, root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def feed(digest, path):
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+def sha256_path(path):
+    digest = hashlib.sha256()
+    if os.path.isfile(path):
+        feed(digest, path)
+    else:
+        for rel in files_below(path):
+            full = os.path.join(path, rel)
+            digest.update(rel.encode("utf-8") + b"\0")
+            digest.update(str(os.path.getsize(full)).encode("ascii") + b"\0")
+            feed(digest, full)
+    return digest.hexdigest()
+
+
+def parse_time(text):
+    text = (text or "").replace("Z", "+00:00")
+    stamp = datetime.datetime.fromisoformat(text)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+    return stamp
+
+
+def main():
+    directory = sys.argv[1]
+    kind = sys.argv[2] if len(sys.argv) > 2 else "logical"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    manifests = []
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if not name.endswith(SUFFIX):
+                continue
+            mpath = os.path.join(directory, name)
+            try:
+                with open(mpath) as fh:
+                    data = json.load(fh)
+            except (OSError, ValueError) as exc:
+                manifests.append(({"manifest_path": mpath}, "unreadable manifest: %s" % exc))
+                continue
+            if not isinstance(data, dict) or any(not data.get(k) for k in REQUIRED):
+                manifests.append(({"manifest_path": mpath}, "manifest misses one of %s" % ", ".join(REQUIRED)))
+                continue
+            data["manifest_path"] = mpath
+            beside = mpath[:-len(SUFFIX)]
+            if not os.path.exists(data["path"]) and os.path.exists(beside):
+                data["path"] = beside
+            manifests.append((data, None))
+
+    def created(item):
+        try:
+            return parse_time(item[0].get("created")).timestamp()
+        except (TypeError, ValueError):
+            return 0.0
+
+    checked, newest = [], None
+    for data, problem in sorted(manifests, key=created, reverse=True):
+        entry = {"manifest_path": data.get("manifest_path"), "path": data.get("path"), "ok": False}
+        if problem is None and data.get("forensic"):
+            problem = "forensic backup (not a deployment backup)"
+        if problem is None and kind != "any" and data.get("kind") != kind:
+            problem = "kind %s, not %s" % (data.get("kind"), kind)
+        if problem is None and not os.path.exists(data["path"]):
+            problem = "the backup named by the manifest does not exist"
+        if problem is None:
+            actual = sha256_path(data["path"])
+            if actual != data["sha256"]:
+                problem = "checksum mismatch (manifest %s, actual %s)" % (data["sha256"][:12], actual[:12])
+        if problem is None:
+            try:
+                age_h = (now - parse_time(data.get("created"))).total_seconds() / 3600.0
+            except (TypeError, ValueError):
+                problem = "no valid 'created' time"
+        entry["reason"] = problem or "verified"
+        entry["ok"] = problem is None
+        checked.append(entry)
+        if problem is None and newest is None:
+            newest = dict((k, data.get(k)) for k in (
+                "name", "path", "manifest_path", "kind", "format", "database", "label", "created", "sha256",
+                "size_bytes", "alembic_revision", "server_version"))
+            newest["age_h"] = round(age_h, 2)
+            newest["verified"] = True
+    print(json.dumps({"found": newest is not None, "newest": newest, "checked": checked, "directory": directory}))
+
+
+if __name__ == "__main__":
+    main()
