@@ -586,7 +586,16 @@ def check_log(check, ctx):
     limit = DEFAULTS["log_max_matches"] if check.get("max_matches") is None else check["max_matches"]
     now = ctx.get("now") or datetime.datetime.now(datetime.timezone.utc)
     since = now - datetime.timedelta(minutes=minutes) if minutes else None
-    threshold = dict(max_matches=limit, minutes=minutes, patterns=patterns)
+    if check.get("since"):
+        # An explicit start of the window (for example the moment a rollback restarted the service)
+        # narrows "the last N minutes" so errors of the incident itself are not counted.
+        explicit = parse_line_time(check["since"])
+        if explicit is None:
+            return _entry(check, False, detail="Failed to scan log %s: since %r is not an ISO-8601 timestamp"
+                          % (path, check["since"]))
+        since = explicit if since is None else max(since, explicit)
+    threshold = dict(max_matches=limit, minutes=minutes, patterns=patterns,
+                     since=since.strftime("%Y-%m-%dT%H:%M:%SZ") if since is not None else None)
     try:
         with open(path, "rb") as fh:
             lines = to_text(fh.read(), errors="surrogate_or_replace").splitlines()
@@ -597,6 +606,8 @@ def check_log(check, ctx):
         return _entry(check, False, threshold=threshold, detail="Failed to scan log %s: bad pattern (%s)" % (path, exc))
     crossed = []
     window = "in the last %d minutes" % minutes if minutes else "in the whole file"
+    if check.get("since") and since is not None:
+        window = "since %s" % since.strftime("%Y-%m-%dT%H:%M:%SZ")
     if len(matches) > limit:
         crossed.append("%s: %d error lines %s > %d" % (name, len(matches), window, limit))
     detail = crossed[0].split(": ", 1)[1] if crossed else "%d error lines %s (%d lines scanned)" % (
@@ -790,6 +801,7 @@ def check_options_spec():
         path=dict(type="path"),
         patterns=dict(type="list", elements="str"),
         minutes=dict(type="int"),
+        since=dict(type="str"),
         max_matches=dict(type="int"),
         max_percent=dict(type="float"),
     )

@@ -237,6 +237,13 @@ options:
             start of each line (a timestamp without a zone is local time). Lines without a timestamp belong to the
             line before. V(0) scans the whole file. Default V(10), the plan's C(last 10 minutes).
         type: int
+      since:
+        description:
+          - Only lines stamped at or after this ISO-8601 time are scanned (V(log)), for example the moment a rollback
+            restarted the service, so the incident's own errors are not counted. Combined with O(checks[].minutes),
+            the later of the two starts the window.
+        type: str
+        version_added: 1.0.0
       max_matches:
         description:
           - Most error lines acceptable in the window (V(log)). Default V(0).

@@ -174,6 +174,24 @@ def test_check_log_counts_in_window(tmp_path):
     assert entry["ok"] is True
 
 
+def test_check_log_since_narrows_the_window_to_after_the_restart(tmp_path):
+    log = tmp_path / "app.log"
+    now = datetime.datetime(2026, 1, 5, 3, 15, tzinfo=UTC)
+    log.write_text("2026-01-05T03:10:00Z ERROR during the incident\n2026-01-05T03:13:30Z INFO restarted\n"
+                   "2026-01-05T03:14:00Z INFO GET /health 200\n")
+    base = dict(name="log", type="log", path=str(log), minutes=10, required=True)
+    assert h.check_log(dict(base), dict(now=now))["value"] == 1
+    entry = h.check_log(dict(base, since="2026-01-05T03:13:00Z"), dict(now=now))
+    assert entry["ok"] is True and entry["value"] == 0 and entry["lines_scanned"] == 2
+    assert entry["threshold"]["since"] == "2026-01-05T03:13:00Z"
+    late = log.read_text() + "2026-01-05T03:14:30Z ERROR after the restart\n"
+    log.write_text(late)
+    entry = h.check_log(dict(base, since="2026-01-05T03:13:00Z"), dict(now=now))
+    assert entry["ok"] is False and entry["crossed"] == ["log: 1 error lines since 2026-01-05T03:13:00Z > 0"]
+    bad = h.check_log(dict(base, since="yesterday"), dict(now=now))
+    assert bad["ok"] is False and "not an ISO-8601 timestamp" in bad["detail"]
+
+
 def test_check_log_missing_file(tmp_path):
     entry = h.check_log(dict(name="log", type="log", path=str(tmp_path / "nope.log"), required=True), {})
     assert entry["ok"] is False and "Failed to read log" in entry["detail"]
