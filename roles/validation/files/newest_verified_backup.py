@@ -114,7 +114,7 @@ def main():
             newest = dict((k, data.get(k)) for k in (
                 "name", "path", "manifest_path", "kind", "format", "database", "label", "created", "sha256",
                 "size_bytes", "alembic_revision", "server_version"))
-            newest["age_h"] = round(age_h, 2)
+            newest["age_h"] = round(age_h, 4)
             newest["verified"] = True
     print(json.dumps({"found": newest is not None, "newest": newest, "checked": checked, "directory": directory}))
 
