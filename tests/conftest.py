@@ -18,3 +18,14 @@ def pytest_collection_modifyitems(config, items):
     # The test of `make lab-down` stops the lab every lab test shares: it goes last, whatever
     # files were collected, and leaves nothing running behind the test session.
     items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The running lab: `playbooks/lab.yml` (idempotent) brings it up once per session."""
+    from tests import labutil  # noqa: PLC0415
+
+    return labutil.playbook("lab.yml", check=True, timeout=1800)

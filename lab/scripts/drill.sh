@@ -10,12 +10,15 @@ ansible-playbook playbooks/lab.yml
 step "The incident: deploying the bad backend release (v1.2.0): playbooks/deploy.yml -e release=bad"
 ansible-playbook playbooks/deploy.yml -e release=bad
 
-if [ ! -f playbooks/rollback.yml ]; then
-  step "The rollback playbooks do not exist yet (issue: rollback levels end to end)."
-  echo "The lab now runs the bad release. Inspect it with: make lab-status"
-  exit 0
-fi
-
-step "Rolling back: playbooks/rollback.yml -e level=high (drill approvals)"
+step "Rolling back: playbooks/rollback.yml -e level=high -e target=widget_version (drill approvals)"
+status=0
 ansible-playbook playbooks/rollback.yml -e level=high -e target=widget_version \
-  -e @lab/drill-approvals.yml
+  -e @lab/drill-approvals.yml || status=$?
+
+report=$(ls -t "${REPLYX_ARTIFACTS_DIR:-artifacts}"/incident-*.md 2>/dev/null | head -n 1 || true)
+if [ -n "$report" ]; then
+  step "Validation checklist (from the incident report)"
+  sed -n '/^## Validation checklist/,/^## Impact Assessment/p' "$report" | sed '$d'
+  step "Incident report: $report"
+fi
+exit "$status"

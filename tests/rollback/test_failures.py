@@ -1,0 +1,115 @@
+"""Failures injected mid-run: the rescue runs, the data is unchanged, the report records the failure
+and the escalation, the lock is released, the run exits non-zero. And no secret anywhere."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests import labutil
+from tests.rollback.conftest import APPROVALS, LOCK_FILE, deploy, fingerprints, lab_state, reports, rollback
+
+pytestmark = pytest.mark.lab
+
+
+def test_a_downgrade_that_fails_is_rescued_and_escalated(baseline, artifacts):
+    deploy("bad")
+    # An operator's reporting view depends on the column the downgrade drops: DROP COLUMN fails.
+    labutil.psql("create view widget_report as select id, widget_version from assistants")
+    try:
+        data_before = fingerprints()
+        proc = rollback("-e", "level=high", "-e", "target=widget_version", "-e", f"approvals={APPROVALS['high']}",
+                        artifacts=artifacts)
+        assert proc.returncode != 0
+        state = lab_state()
+        assert state["revision"] == "a1b2c3d4e5f6" and state["widget_column"] == "1"
+        assert state["backend"] == "v1.2.0"
+        assert fingerprints() == data_before
+        assert labutil.psql("select count(*) from widget_report") != "0"
+        report = reports(artifacts)[-1].read_text()
+        assert "**Outcome:** FAILED" in report
+        assert "Step failed in phase migration" in report
+        assert "## Escalation" in report and "Level 1" in report
+        assert not LOCK_FILE.exists()
+    finally:
+        labutil.psql("drop view if exists widget_report")
+
+
+def _publish_broken_release(tag: str) -> None:
+    """A release whose backend cannot start (an import error), pushed to the lab's release repository."""
+    repo = labutil.LAB_ROOT / "backend" / "repos" / "backend.git"
+    repo = repo if repo.exists() else labutil.LAB_ROOT / "repos" / "backend.git"
+    work = Path(tempfile.mkdtemp(prefix="replyx-broken-"))
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=work, check=True, capture_output=True)  # noqa: E731
+        run("clone", "-q", str(repo), ".")
+        run("checkout", "-q", "v1.1.0")
+        main = work / "main.py"
+        main.write_text("import replyx_missing_module  # broken build\n" + main.read_text())
+        run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "broken build")
+        run("tag", tag)
+        run("push", "-q", "origin", tag)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_release_that_will_not_start_is_rescued_to_the_previous_release(baseline, artifacts):
+    deploy("bad")
+    _publish_broken_release("v1.1.1-broken")
+    data_before = fingerprints()
+    proc = rollback("-e", "level=critical", "-e", "stable_release=v1.1.1-broken",
+                    "-e", f"approvals={APPROVALS['critical']}", artifacts=artifacts)
+    assert proc.returncode != 0
+    assert lab_state()["backend"] == "v1.2.0"
+    assert labutil.http_json(labutil.BACKEND_URL + "/health")[0] == 200
+    assert fingerprints() == data_before
+    report = reports(artifacts)[-1].read_text()
+    assert "**Outcome:** FAILED" in report
+    assert "Put back the pre-rollback state" in report
+    assert "Level 1" in report
+    assert not LOCK_FILE.exists()
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        _Receiver.received.append((self.path, json.loads(body)))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_gets_start_and_outcome_and_the_token_stays_secret(baseline, artifacts):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    token = "T0KEN-hooks-9f8e7d"
+    url = f"http://127.0.0.1:{server.server_address[1]}/services/{token}"
+    _Receiver.received.clear()
+    try:
+        deploy("bad")
+        proc = rollback("-e", "level=medium", "-e", "component=backend", "-e", f"approvals={APPROVALS['medium']}",
+                        "-v", artifacts=artifacts, REPLYX_WEBHOOK_URL=url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    texts = [m[1].get("text", "") for m in _Receiver.received]
+    assert len(texts) >= 2
+    assert "started" in texts[0] and "success" in texts[-1].lower()
+    assert all(path.endswith(token) for path, _ in _Receiver.received)
+    everything = proc.stdout + proc.stderr + "".join(p.read_text() for p in artifacts.rglob("*") if p.is_file())
+    assert token not in everything
+    for secret in labutil.SECRETS:
+        assert secret not in everything

@@ -1,0 +1,98 @@
+"""Bad input to rollback.yml: a clear error naming the valid choices, exit non-zero, nothing changed,
+no lock left behind. Check mode of every level prints the plan and changes nothing."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests import labutil
+from tests.rollback.conftest import APPROVALS, LOCK_FILE, backups, lab_state, rollback
+
+pytestmark = pytest.mark.lab
+
+
+def _flat(proc) -> str:
+    return " ".join((proc.stdout + proc.stderr).split())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-e", "level=urgent"], "unknown level 'urgent'. Valid levels: critical, high, medium, low, auto"),
+    (["-e", "level=medium", "-e", "component=frontend", "-e", f"approvals={APPROVALS['medium']}"],
+     "unknown component 'frontend'. Valid components: backend, workers, config, dependencies, worker_config, indexes"),
+    (["-e", "level=medium", "-e", f"approvals={APPROVALS['medium']}"], "level medium needs a component"),
+    (["-e", "level=high", "-e", "target=nosuchrev", "-e", f"approvals={APPROVALS['high']}"], "nosuchrev"),
+    (["-e", "level=high", "-e", f"approvals={APPROVALS['high']}"], "level high needs a migration target"),
+    (["-e", "level=critical"], "level critical needs approval by a executive"),
+    (["-e", "level=critical", "-e", "approvals=dev:developer:INC-9"], "level critical needs approval by a executive"),
+    (["-e", "level=high", "-e", "target=widget_version", "-e", "approvals=lead:team_lead:INC-2"],
+     "two distinct approvers, because this rollback can lose data (the downgrade drops data)"),
+    (["-e", "level=critical", "-e", "recovery=pitr", "-e", "recovery_target_time=2001-01-01 00:00:00+00",
+      "-e", "approvals=ceo:executive:INC-1,cto:executive:INC-1"], "Failed to"),
+    (["-e", "level=critical", "-e", "recovery=restore", "-e", "recovery_backup=/nonexistent/backup.manifest.json",
+      "-e", "approvals=ceo:executive:INC-1,cto:executive:INC-1"], "Failed to"),
+    (["-e", "level=low", "-e", "window=tonight", "-e", "target=widget_version"], "window must be 'now'"),
+])
+def test_bad_input_is_refused_before_anything_changes(baseline, artifacts, args, message):
+    before, backups_before = lab_state(), backups()
+    proc = rollback(*args, artifacts=artifacts)
+    assert proc.returncode != 0
+    assert message in _flat(proc), _flat(proc)[-3000:]
+    assert lab_state() == before
+    assert backups() == backups_before
+    assert not LOCK_FILE.exists()
+    assert list(artifacts.iterdir()) == []
+
+
+def test_pitr_target_outside_the_window_names_the_window(baseline, artifacts):
+    proc = rollback("-e", "level=critical", "-e", "recovery=pitr", "-e", "recovery_target_time=2001-01-01 00:00:00+00",
+                    "-e", "approvals=ceo:executive:INC-1,cto:executive:INC-1", artifacts=artifacts)
+    out = _flat(proc)
+    assert proc.returncode != 0
+    assert "recover" in out.lower() and ("window" in out.lower() or "base backup" in out.lower()), out[-2000:]
+
+
+def test_a_second_rollback_while_one_holds_the_lock_changes_nothing(baseline, artifacts):
+    holder = {"environment": "lab", "path": str(LOCK_FILE), "run_id": "other-run", "owner": "alice", "level": "high"}
+    take = subprocess.run([str(labutil.VENV_BIN / "ansible"), "localhost", "-m", "replyx.rollback.rollback_lock",
+                           "-a", json.dumps(holder)], cwd=labutil.ROOT, env=labutil.env(), capture_output=True, text=True)
+    assert take.returncode == 0, take.stdout
+    lock_before = LOCK_FILE.read_text()
+    before = lab_state()
+    proc = rollback("-e", "level=critical", "-e", f"approvals={APPROVALS['critical']}", artifacts=artifacts)
+    out = _flat(proc)
+    assert proc.returncode != 0
+    assert "Failed to acquire rollback lock lab: held by alice (run other-run, level high) since" in out
+    assert LOCK_FILE.read_text() == lock_before
+    assert lab_state() == before
+    release = subprocess.run([str(labutil.VENV_BIN / "ansible"), "localhost", "-m", "replyx.rollback.rollback_lock",
+                              "-a", json.dumps(dict(holder, state="released"))], cwd=labutil.ROOT, env=labutil.env(),
+                             capture_output=True, text=True)
+    assert release.returncode == 0 and not LOCK_FILE.exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["-e", "level=critical", "-e", f"approvals={APPROVALS['critical']}"],
+    ["-e", "level=high", "-e", "target=widget_version", "-e", f"approvals={APPROVALS['high']}"],
+    ["-e", "level=medium", "-e", "component=indexes", "-e", f"approvals={APPROVALS['medium']}"],
+    ["-e", "level=medium", "-e", "component=config", "-e", f"approvals={APPROVALS['medium']}"],
+    ["-e", "level=low", "-e", "target=pgvector_indexes"],
+    ["-e", "level=auto", "-e", f"approvals={APPROVALS['high']}"],
+])
+def test_check_mode_prints_the_plan_and_changes_nothing(baseline, artifacts, args):
+    labutil.playbook("deploy.yml", "-e", "release=bad", check=True)
+    before, backups_before = lab_state(), backups()
+    proc = rollback(*args, "--check", artifacts=artifacts)
+    out = proc.stdout
+    if "level=auto" in args and proc.returncode != 0:
+        # auto may decide there is nothing to roll back; it must still change nothing
+        assert "level=auto found nothing to roll back" in _flat(proc)
+    else:
+        assert proc.returncode == 0, out[-4000:]
+        assert "CHECK MODE: nothing will change" in out
+        assert "Steps:" in out
+    assert lab_state() == before
+    assert backups() == backups_before
+    assert not LOCK_FILE.exists()
+    assert list(artifacts.iterdir()) == []
