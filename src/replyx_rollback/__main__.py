@@ -1,0 +1,5 @@
+import sys
+
+from replyx_rollback.cli import main
+
+sys.exit(main())
