@@ -1,0 +1,90 @@
+"""Data recovery through the rollback machinery: restore.yml (full, tables) and pitr.yml on the lab.
+The data comes back exactly; the forensic copies stay; the report says what cannot come back."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests import labutil
+from tests.rollback.conftest import LOCK_FILE, fingerprints, lab_state, reports
+
+pytestmark = pytest.mark.lab
+TWO = "dba:executive:INC-9,lead:team_lead:INC-9"
+
+
+def _play(name, *args, artifacts):
+    proc = labutil.playbook(name, *args, REPLYX_ARTIFACTS_DIR=artifacts, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    return proc
+
+
+def _manifest(label: str) -> str:
+    found = sorted((labutil.LAB_ROOT / "postgres" / "backups").glob(f"*{label}*.manifest.json"))
+    assert found, label
+    return str(found[-1])
+
+
+def test_full_and_table_restore_bring_every_row_back(baseline, artifacts):
+    label = f"restore-test-{int(time.time())}"
+    _play("backup.yml", "-e", f"backup_label={label}", artifacts=artifacts)
+    manifest = _manifest(label)
+    good = fingerprints()
+    labutil.psql("delete from dialog_messages where id % 3 = 0")
+    labutil.psql("drop table ai_token_usage")
+    assert labutil.psql("select count(*) from pg_tables where tablename = 'ai_token_usage'") == "0"
+    _play("restore.yml", "-e", f"recovery_backup={manifest}", "-e", f"approvals={TWO}", artifacts=artifacts)
+    assert fingerprints() == good
+    assert labutil.http_json(labutil.BACKEND_URL + "/health")[0] == 200
+    report = reports(artifacts)[-1].read_text()
+    assert "Database backup restoration" in report and "**Outcome:** SUCCESS" in report
+    assert "forensic backup" in report
+    assert not LOCK_FILE.exists()
+
+    labutil.psql("delete from balance_transactions where id % 2 = 0")
+    _play("restore.yml", "-e", f"recovery_backup={manifest}", "-e", "restore_mode=tables",
+          "-e", "restore_tables=balance_transactions", "-e", f"approvals={TWO}", artifacts=artifacts)
+    assert fingerprints() == good
+
+
+def test_restore_refuses_a_backup_whose_checksum_does_not_match(baseline, artifacts, tmp_path):
+    label = f"tamper-test-{int(time.time())}"
+    _play("backup.yml", "-e", f"backup_label={label}", artifacts=artifacts)
+    manifest = json.loads(open(_manifest(label)).read())
+    forged = tmp_path / "forged.manifest.json"
+    forged.write_text(json.dumps(dict(manifest, sha256="0" * 64)))
+    before = fingerprints()
+    proc = labutil.playbook("restore.yml", "-e", f"recovery_backup={forged}", "-e", f"approvals={TWO}",
+                            REPLYX_ARTIFACTS_DIR=artifacts)
+    assert proc.returncode != 0
+    assert "checksum" in " ".join(proc.stdout.split()).lower()
+    assert fingerprints() == before and not LOCK_FILE.exists()
+
+
+def test_pitr_recovers_to_the_recorded_time(baseline, artifacts):
+    _play("backup.yml", "-e", "backup_kind=physical", artifacts=artifacts)
+    labutil.psql("create table pitr_probe(id int primary key)")
+    labutil.psql("insert into pitr_probe select generate_series(1, 100)")
+    time.sleep(1.5)
+    target = labutil.psql("select now()")
+    time.sleep(1.5)
+    labutil.psql("insert into pitr_probe select generate_series(101, 200)")
+    labutil.psql("drop table ai_token_usage")
+    labutil.psql("select pg_switch_wal()")
+    time.sleep(3)
+    try:
+        _play("pitr.yml", "-e", f"recovery_target_time='{target}'", "-e", f"approvals={TWO}", artifacts=artifacts)
+        assert labutil.psql("select count(*), max(id) from pitr_probe") == "100|100"
+        assert int(labutil.psql("select count(*) from ai_token_usage")) > 0
+        assert labutil.psql("select pg_is_in_recovery()") == "False"
+        forensic = list((labutil.LAB_ROOT / "postgres" / "forensic").glob("data-*"))
+        assert forensic, "the old data directory must be kept"
+        report = reports(artifacts)[-1].read_text()
+        assert "Point-in-time recovery" in report and "timeline 2" in report
+        assert lab_state()["revision"] == "a1b2c3d4e5f6"
+    finally:
+        labutil.psql("drop table if exists pitr_probe")
+        # the lab archives again (the postgres role turns archive_mode back on after a PITR)
+        labutil.playbook("lab.yml", "--limit", "postgres", check=True)
+    assert labutil.psql("show archive_mode") == "on"
