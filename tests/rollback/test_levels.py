@@ -78,7 +78,11 @@ def test_critical_code_rollback_to_the_last_known_good_release(baseline, artifac
 
 def test_medium_backend_and_workers_code(baseline, artifacts):
     deploy("bad")
-    deploy("bad", "workers")
+    # The bad workers release crash-loops: its deploy fails the /status wait (and records that),
+    # which is the incident this level rolls back.
+    labutil.playbook("deploy.yml", "-e", "app=workers", "-e", "release=bad", "-e", "workers_health_timeout=10")
+    assert lab_state()["workers"] == "v2.1.0"
+    assert labutil.release_history("workers")[-1]["result"] == "failed"
     _ok(rollback("-e", "level=medium", "-e", "component=workers", "-e", f"approvals={APPROVALS['medium']}",
                  artifacts=artifacts))
     assert lab_state()["workers"] == "v2.0.0"
