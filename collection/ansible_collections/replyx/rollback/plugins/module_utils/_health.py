@@ -29,6 +29,7 @@ from ansible.module_utils.six.moves.urllib.parse import urlencode
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.replyx.rollback.plugins.module_utils._errors import ConnectionFailure, InputError
+from ansible_collections.replyx.rollback.plugins.module_utils._service import proc_cmdline
 from ansible_collections.replyx.rollback.plugins.module_utils._pg import (
     connection_settings,
     pg_common_argument_spec,
@@ -437,15 +438,6 @@ def check_postgres(check, ctx):
 
 # --- process --------------------------------------------------------------------------------------
 
-def _read_cmdline(pid, proc="/proc"):
-    try:
-        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as fh:
-            raw = fh.read()
-    except (IOError, OSError):
-        return None
-    return to_text(raw.replace(b"\0", b" ").strip(), errors="surrogate_or_replace")
-
-
 def parent_pid(pid, proc="/proc"):
     try:
         with open(os.path.join(proc, str(pid), "stat"), "rb") as fh:
@@ -474,7 +466,7 @@ def matching_pids(pattern, proc="/proc", exclude=None):
     for entry in os.listdir(proc):
         if not entry.isdigit() or int(entry) in exclude:
             continue
-        cmdline = _read_cmdline(entry, proc)
+        cmdline = proc_cmdline(entry, proc)
         if cmdline and regex.search(cmdline):
             pids.append(int(entry))
     return sorted(pids)
