@@ -111,16 +111,21 @@ def test_medium_config_restores_env_backup_and_the_app_loads_it(baseline, artifa
 
 
 def test_medium_dependencies_rebuilds_the_virtualenv(baseline, artifacts):
-    deploy("bad")
+    # The incident of the plan's "Dependencies Rollback": requirements.txt was updated in place and
+    # installed (the code did not change).
     py = str(labutil.APP_DIR / "venv" / "bin" / "python")
+    reqs = labutil.APP_DIR / "requirements.txt"
+    reqs.write_text(reqs.read_text() + "humanize>=4.9\n")
+    subprocess.run([py, "-m", "pip", "install", "-q", "-r", str(reqs)], check=True)
     assert subprocess.run([py, "-c", "import humanize"]).returncode == 0
     _ok(rollback("-e", "level=medium", "-e", "component=dependencies", "-e", "rebuild_venv=true",
                  "-e", f"approvals={APPROVALS['medium']}", artifacts=artifacts))
     assert subprocess.run([py, "-c", "import humanize"], capture_output=True).returncode != 0
     v110 = subprocess.run(["git", "-C", str(labutil.APP_DIR), "show", "v1.1.0:requirements.txt"],
                           capture_output=True, text=True, check=True).stdout
-    assert (labutil.APP_DIR / "requirements.txt").read_text().strip() == v110.strip()
+    assert reqs.read_text().strip() == v110.strip()
     assert labutil.http_json(labutil.BACKEND_URL + "/health")[0] == 200
+    assert "virtualenv rebuilt" in _report(artifacts)
 
 
 def test_medium_worker_config_restores_the_backup_with_a_clean_restart(baseline, artifacts):
