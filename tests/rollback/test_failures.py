@@ -63,7 +63,7 @@ def test_a_release_that_will_not_start_is_rescued_to_the_previous_release(baseli
     deploy("bad")
     _publish_broken_release("v1.1.1-broken")
     data_before = fingerprints()
-    proc = rollback("-e", "level=critical", "-e", "stable_release=v1.1.1-broken",
+    proc = rollback("-e", "level=critical", "-e", "stable_release=v1.1.1-broken", "-e", "backend_health_timeout=20",
                     "-e", f"approvals={APPROVALS['critical']}", artifacts=artifacts)
     assert proc.returncode != 0
     assert lab_state()["backend"] == "v1.2.0"
