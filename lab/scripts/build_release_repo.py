@@ -71,6 +71,9 @@ def build(app_dir: Path, bare: Path) -> dict:
         built = []
         for index, release in enumerate(releases):
             assemble(app_dir, release, work)
+            # Hash every file again: an overlay file copied with its timestamp over a base file of the
+            # same size can look unchanged to git's stat cache (same size, mtime and inode).
+            git(["read-tree", "--empty"], work)
             git(["add", "-A"], work)
             # A fixed date per release keeps the commit ids stable across builds of the same sources.
             date = f"2025-09-{index + 1:02d}T12:00:00+00:00"
