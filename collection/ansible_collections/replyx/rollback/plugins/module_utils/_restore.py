@@ -53,7 +53,22 @@ def restore_argument_spec():
         forensic_backup=dict(type="bool", default=True),
         forensic_dest=dict(type="path"),
         verify_row_counts=dict(type="bool", default=True),
+        maintenance_work_mem=dict(type="str", default="1GB"),
     )
+
+
+MEMORY_SETTING = re.compile(r"^[0-9]+\s*(kB|MB|GB|TB)?$")
+
+
+def restore_session_options(value):
+    """PGOPTIONS for the restore sessions: index builds (pgvector hnsw above all) dominate a restore and
+    run several times faster with a large maintenance_work_mem; it applies to these sessions only."""
+    if value in (None, ""):
+        return None
+    if not MEMORY_SETTING.match(value):
+        raise InputError("maintenance_work_mem %r is not a PostgreSQL memory setting such as 512MB or 1GB" % value,
+                         verb="restore", obj="database")
+    return "-c maintenance_work_mem=%s" % value.replace(" ", "")
 
 
 def split_table(name):
@@ -204,6 +219,9 @@ class Restore(object):
         self.admin_settings = connection_settings(params, database=maint_db)
         self.target_settings = connection_settings(params, database=self.database)
         self.env = tool_env(self.target_settings)
+        session_options = restore_session_options(params.get("maintenance_work_mem"))
+        if session_options:
+            self.env["PGOPTIONS"] = session_options
         self._check_database()
 
         bin_dir = params.get("pg_bin_dir")

@@ -101,6 +101,15 @@ options:
       - Fail when a restored table's row count differs from the manifest's (only for manifests with exact counts).
     type: bool
     default: true
+  maintenance_work_mem:
+    description:
+      - C(maintenance_work_mem) of the restore sessions (through E(PGOPTIONS)); index builds, above all pgvector's
+        hnsw index, dominate a restore and run several times faster with more memory (measured on the lab database,
+        a 106 s hnsw build took 28 s with 1GB instead of the server default 64MB). Each parallel job may use this much.
+      - Empty to keep the server's setting.
+    type: str
+    default: 1GB
+    version_added: 1.0.0
 notes:
   - Data-only table restores use C(SET LOCAL session_replication_role = replica), which needs a superuser
     (or, from PostgreSQL 15, a role granted C(SET) on that parameter).

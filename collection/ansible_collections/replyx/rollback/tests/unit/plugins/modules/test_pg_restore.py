@@ -191,3 +191,15 @@ def test_physical_backup_is_refused(tmp_path, no_db):
     with pytest.raises(InputError) as err:
         Restore(FakeModule(backup=str(d), confirm=True)).run()
     assert "pg_pitr_restore" in err.value.msg
+
+
+def test_restore_sessions_get_a_large_maintenance_work_mem():
+    from ansible_collections.replyx.rollback.plugins.module_utils import _restore
+    from ansible_collections.replyx.rollback.plugins.module_utils._errors import InputError as _InputError
+
+    assert _restore.restore_session_options("1GB") == "-c maintenance_work_mem=1GB"
+    assert _restore.restore_session_options("512 MB") == "-c maintenance_work_mem=512MB"
+    assert _restore.restore_session_options("") is None
+    with pytest.raises(_InputError) as err:
+        _restore.restore_session_options("lots; DROP")
+    assert "not a PostgreSQL memory setting" in str(err.value)
