@@ -17,11 +17,16 @@ rotating order and the medians are compared:
            with pg_dump's default compression, gzip)
            ping        ansible localhost -m ansible.builtin.ping    (ansible's own start-up cost)
   restore  plan        terminate sessions, dropdb, createdb, CREATE EXTENSION vector, psql chatai < file.sql
+                       (the plan exactly as written: the server's maintenance_work_mem)
+           plan + mem  the same with PGOPTIONS='-c maintenance_work_mem=M' in the operator's environment, M =
+                       pg_restore's default (the same memory the module gives its sessions: a fair comparison)
            pg_restore  ansible localhost -m replyx.rollback.pg_restore (full, jobs J, confirm, no forensic
-                       backup; one extra run with the forensic backup on)
+                       backup; maintenance_work_mem not passed, so the module's default M applies; one extra
+                       run with the forensic backup on)
 
-Once: pg_restore with the forensic backup on, and a bare pg_restore -j J by section plus a REINDEX of the
-hnsw index (where restore time goes). Plus the parts of pg_backup's own work beyond pg_dump (pg_restore --list, sha256 of the directory, exact
+Once: pg_restore with the forensic backup on, and a bare pg_restore -j J by section (with the module's
+PGOPTIONS) plus a REINDEX of the hnsw index with the server's and with the module's maintenance_work_mem
+(where restore time goes). The load average is sampled before every round and restore. Plus the parts of pg_backup's own work beyond pg_dump (pg_restore --list, sha256 of the directory, exact
 row counts in one snapshot), each timed alone on the bare dump. After every restore (not timed) the
 database is checked against the seeded one (row count of every table, number of indexes) and vacuumed
 (FREEZE, ANALYZE), so every backup reads the same state. Results: bench/results/<UTC stamp>.json and a
@@ -49,6 +54,13 @@ for _p in (ROOT, ROOT / "collection"):
         sys.path.insert(0, str(_p))
 
 from tests.pgserver import PgServer, embedded_bin_dir  # noqa: E402
+from ansible_collections.replyx.rollback.plugins.module_utils._restore import (  # noqa: E402
+    restore_argument_spec, restore_session_options)
+
+# pg_restore's default maintenance_work_mem (the bench never passes the option, so this is what the module's
+# restore sessions get through PGOPTIONS); the plan's restore is measured once more with the same PGOPTIONS.
+RESTORE_MWM = restore_argument_spec()["maintenance_work_mem"]["default"]
+RESTORE_PGOPTIONS = restore_session_options(RESTORE_MWM)
 
 VENV_BIN = ROOT / ".venv" / "bin"
 APP_SRC = ROOT / "lab" / "app" / "backend"
@@ -146,6 +158,9 @@ class Bench:
 
     def su_env(self, **extra) -> dict:
         return clean_env(PGPASSWORD=self.server.password, **extra)
+
+    def sample_load(self, label: str):
+        self.notes.setdefault("load_avg_samples", []).append([label] + [round(x, 2) for x in os.getloadavg()])
 
     def record(self, name: str, r: Run) -> float:
         self.times.setdefault(name, []).append(round(r.seconds, 3))
@@ -291,9 +306,12 @@ class Bench:
         self.record("part.tool_version", r)
 
     # -- restores
-    def plan_restore(self, sql_file: Path) -> float:
-        """The plan's restore, as the operator (superuser): terminate, dropdb, createdb, extension, psql < file."""
-        su = self.su_env()
+    def plan_restore(self, sql_file: Path, pgoptions: str | None = None) -> float:
+        """The plan's restore, as the operator (superuser): terminate, dropdb, createdb, extension, psql < file.
+        ``pgoptions``: PGOPTIONS in the operator's environment (None = the plan exactly as written)."""
+        self.sample_load("restore.plan" + (" + PGOPTIONS" if pgoptions else ""))
+        name = "restore.plan_psql_sql" + ("_mwm" if pgoptions else "")
+        su = self.su_env(**({"PGOPTIONS": pgoptions} if pgoptions else {}))
         conn = ["-h", "127.0.0.1", "-p", self.port, "-U", "postgres"]
         steps = [
             run([self.pg("psql"), "-X", *conn, "-d", APP_DB, "-c",
@@ -306,17 +324,19 @@ class Bench:
         ]
         load = run([self.pg("psql"), "-X", *conn, APP_DB], env=su, stdin_path=sql_file)
         errors = [line for line in load.stderr.splitlines() if "ERROR" in line]
-        self.notes.setdefault("plan_restore_error_lines", []).append(len(errors))
+        self.notes.setdefault(f"{name}.error_lines", []).append(len(errors))
         if errors:
-            self.notes.setdefault("plan_restore_errors_sample", errors[:5])
+            self.notes.setdefault(f"{name}.errors_sample", errors[:5])
         total = sum(s.seconds for s in steps) + load.seconds
-        self.times.setdefault("restore.plan_psql_sql", []).append(round(total, 3))
-        self.times.setdefault("restore.plan_psql_sql.load_only", []).append(round(load.seconds, 3))
-        self.rss.setdefault("restore.plan_psql_sql", []).append(load.maxrss_kb)
-        self.check_restored("plan restore")
+        self.times.setdefault(name, []).append(round(total, 3))
+        self.times.setdefault(f"{name}.load_only", []).append(round(load.seconds, 3))
+        self.rss.setdefault(name, []).append(load.maxrss_kb)
+        self.check_restored(name)
         return total
 
     def module_restore(self, manifest: str, forensic: bool = False) -> dict:
+        """maintenance_work_mem is deliberately not passed: the module's default applies (RESTORE_MWM)."""
+        self.sample_load("restore.pg_restore" + (" forensic" if forensic else ""))
         args = dict(login_host="127.0.0.1", login_port=self.port, login_user="postgres",
                     login_password="{{ bench_su_pw }}", login_db="postgres", pg_bin_dir=str(self.bin_dir),
                     backup=manifest, mode="full", target_database=APP_DB, jobs=self.jobs, confirm=True,
@@ -330,8 +350,10 @@ class Bench:
         return result
 
     def restore_sections(self, directory: str):
-        """Where a restore's time goes: bare pg_restore -j J by section into a fresh database (once)."""
-        su = self.su_env()
+        """Where a restore's time goes: bare pg_restore -j J by section into a fresh database (once), with the
+        PGOPTIONS pg_restore gives its own sessions."""
+        self.sample_load("restore.sections")
+        su = self.su_env(PGOPTIONS=RESTORE_PGOPTIONS)
         conn = ["-h", "127.0.0.1", "-p", self.port, "-U", "postgres"]
         run([self.pg("dropdb"), *conn, "--force", APP_DB], env=su)
         run([self.pg("createdb"), *conn, "-O", APP_USER, APP_DB], env=su)
@@ -341,18 +363,22 @@ class Bench:
                      f"--section={section}", directory], env=su)
             self.record(f"restore.bare_pg_restore_section.{section}", r)
         self.notes["hnsw_reindex"] = self.hnsw_build_time()
+        self.notes["hnsw_reindex_module_mwm"] = self.hnsw_build_time(RESTORE_MWM)
         self.check_restored("bare pg_restore by section")
 
-    def hnsw_build_time(self) -> dict | None:
-        """Seconds to build the largest hnsw index alone (REINDEX), for the post-data share."""
+    def hnsw_build_time(self, mwm: str | None = None) -> dict | None:
+        """Seconds to build the largest hnsw index alone (REINDEX), for the post-data share; ``mwm`` = a
+        maintenance_work_mem for that session (None = the server's)."""
         index = self.sql("SELECT i.indexrelid::regclass FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                          "JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'hnsw' "
                          "ORDER BY pg_relation_size(i.indexrelid) DESC LIMIT 1")
         if not index:
             return None
+        setting = f"SET maintenance_work_mem = '{mwm}'; " if mwm else ""
         t0 = time.perf_counter()
-        self.sql(f"REINDEX INDEX {index}")
-        return {"index": index, "seconds": round(time.perf_counter() - t0, 2)}
+        self.sql(f"{setting}REINDEX INDEX {index}")
+        return {"index": index, "seconds": round(time.perf_counter() - t0, 2),
+                "maintenance_work_mem": mwm or self.sql("SHOW maintenance_work_mem", db="postgres")}
 
     # -- the rounds
     def measure(self):
@@ -362,6 +388,7 @@ class Bench:
             sql_file, bare_dir, bare_gz = rdir / "plan.sql", rdir / "bare.dir", rdir / "bare-gzip.dir"
             comp = self.args.compress
             results = {}
+            self.sample_load(f"round {rnd + 1}")
             self.ping()
             backups = [
                 ("plan", lambda: self.plan_backup(sql_file)),
@@ -382,9 +409,9 @@ class Bench:
                 shutil.rmtree(path)
             manifest = results["exact"]["manifest_path"]
             restores = [("plan", lambda: self.plan_restore(sql_file)),
-                        ("pg_restore", lambda: self.module_restore(manifest))]
-            if rnd % 2:
-                restores.reverse()
+                        ("pg_restore", lambda: self.module_restore(manifest)),
+                        ("plan + PGOPTIONS", lambda: self.plan_restore(sql_file, RESTORE_PGOPTIONS))]
+            restores = restores[rnd % len(restores):] + restores[:rnd % len(restores)]
             print(f"round {rnd + 1}/{self.args.repeat}: restores ({', '.join(n for n, _ in restores)})", flush=True)
             for dummy, fn in restores:
                 fn()
@@ -405,6 +432,7 @@ class Bench:
         pgb_exact = med["backup.pg_backup_exact"]
         bare = med["backup.bare_pg_dump_Fd"]
         plan_total = med["backup.plan_pg_dump_sql"] + med["restore.plan_psql_sql"]
+        plan_mwm_total = med["backup.plan_pg_dump_sql"] + med["restore.plan_psql_sql_mwm"]
         ours_total = pgb + med["restore.pg_restore"]
         ratios = {
             "plan_over_replyx_backup_plus_restore": round(plan_total / ours_total, 2),
@@ -412,6 +440,13 @@ class Bench:
                 plan_total / (ours_total - 2 * ping), 2),
             "plan_over_replyx_backup": round(med["backup.plan_pg_dump_sql"] / pgb, 2),
             "plan_over_replyx_restore": round(med["restore.plan_psql_sql"] / med["restore.pg_restore"], 2),
+            "plan_same_mem_over_replyx_backup_plus_restore": round(plan_mwm_total / ours_total, 2),
+            "plan_same_mem_over_replyx_backup_plus_restore_without_ansible_start": round(
+                plan_mwm_total / (ours_total - 2 * ping), 2),
+            "plan_same_mem_over_replyx_restore": round(
+                med["restore.plan_psql_sql_mwm"] / med["restore.pg_restore"], 2),
+            "plan_over_plan_same_mem_restore": round(
+                med["restore.plan_psql_sql"] / med["restore.plan_psql_sql_mwm"], 2),
             "pg_backup_over_bare_pg_dump_Fd": round(pgb / bare, 3),
             "pg_backup_without_ansible_start_over_bare_pg_dump_Fd": round((pgb - ping) / bare, 3),
             "pg_backup_exact_over_bare_pg_dump_Fd": round(pgb_exact / bare, 3),
@@ -424,6 +459,8 @@ class Bench:
         }
         aims = {
             "backup_plus_restore_at_least_2x": ratios["plan_over_replyx_backup_plus_restore"] >= 2.0,
+            "backup_plus_restore_at_least_2x_against_plan_with_same_mem":
+                ratios["plan_same_mem_over_replyx_backup_plus_restore"] >= 2.0,
             "pg_backup_within_5pct_of_bare": ratios["pg_backup_over_bare_pg_dump_Fd"] <= 1.05,
             "pg_backup_without_ansible_start_within_5pct_of_bare":
                 ratios["pg_backup_without_ansible_start_over_bare_pg_dump_Fd"] <= 1.05,
@@ -451,6 +488,8 @@ class Bench:
                       also_measured="pg_dump's default compression (gzip) for bare pg_dump -Fd and pg_backup exact"),
             machine=dict(cpus=os.cpu_count(), cpu=cpu, mem_gb=round(os.sysconf("SC_PAGE_SIZE") *
                          os.sysconf("SC_PHYS_PAGES") / 2**30, 1), load_avg_end=os.getloadavg(),
+                         load_avg_1min_range=[min(s[1] for s in self.notes["load_avg_samples"]),
+                                              max(s[1] for s in self.notes["load_avg_samples"])],
                          python=platform.python_version(), kernel=platform.release(),
                          note="shared machine: other engineers run tests on it at the same time, so absolute "
                               "timings are noisy; the ratios within one run are what counts"),
@@ -458,7 +497,11 @@ class Bench:
                           pg_dump=run([self.pg("pg_dump"), "--version"], env=clean_env()).stdout.strip(),
                           settings={k: self.sql(f"SHOW {k}", db="postgres") for k in (
                               "shared_buffers", "maintenance_work_mem", "max_parallel_maintenance_workers",
-                              "fsync")}),
+                              "fsync")},
+                          pg_restore_maintenance_work_mem=dict(
+                              value=RESTORE_MWM, source="replyx.rollback.pg_restore default (not passed by the bench)",
+                              pgoptions=RESTORE_PGOPTIONS,
+                              plan_same_mem_pgoptions=RESTORE_PGOPTIONS)),
             database=dict(self.notes, tables=self.reference["counts"], indexes=self.reference["indexes"]),
             headline_row_counts=fastest,
             medians_s=med, runs_s=self.times,
@@ -478,7 +521,11 @@ def print_report(res: dict):
     print()
     print(f"database chatai: {db['database_size']} (scale {res['args']['scale']}), "
           f"jobs {res['args']['jobs']}, repeat {res['args']['repeat']}, {res['machine']['cpus']} CPUs, "
-          f"load at end {', '.join('%.1f' % x for x in res['machine']['load_avg_end'])}")
+          f"load at end {', '.join('%.1f' % x for x in res['machine']['load_avg_end'])}, 1-min load during the run "
+          f"{res['machine']['load_avg_1min_range'][0]:.1f}-{res['machine']['load_avg_1min_range'][1]:.1f}")
+    mwm = res["postgres"]["pg_restore_maintenance_work_mem"]
+    print(f"server maintenance_work_mem {res['postgres']['settings']['maintenance_work_mem']}; pg_restore's "
+          f"{mwm['value']} ({mwm['source']}); plan + mem: PGOPTIONS='{mwm['plan_same_mem_pgoptions']}'")
     rows = [
         ("backup", "plan: pg_dump $DATABASE_URL > file.sql", "backup.plan_pg_dump_sql"),
         ("backup", "bare: pg_dump -Fd -j J", "backup.bare_pg_dump_Fd"),
@@ -488,6 +535,7 @@ def print_report(res: dict):
         ("backup", "pg_backup (exact), default gzip", "backup.pg_backup_exact_default_gzip"),
         ("ansible", "ansible localhost -m ping (start-up)", "ansible.ping"),
         ("restore", "plan: dropdb/createdb/extension/psql < file.sql", "restore.plan_psql_sql"),
+        ("restore", "plan + PGOPTIONS maintenance_work_mem (same mem)", "restore.plan_psql_sql_mwm"),
         ("restore", "pg_restore full -j J, no forensic backup", "restore.pg_restore"),
         ("restore", "pg_restore full -j J, forensic backup on (1 run)", "restore.pg_restore_forensic"),
         ("restore", "bare pg_restore -j J --section=pre-data (1 run)", "restore.bare_pg_restore_section.pre-data"),
@@ -505,8 +553,10 @@ def print_report(res: dict):
     print(f"\naims met (headline pg_backup = row_counts {res['headline_row_counts']})")
     for k, v in res["aims_met"].items():
         print(f"  {k:62} {'yes' if v else 'NO'}")
-    if db.get("hnsw_reindex"):
-        print(f"\nREINDEX of {db['hnsw_reindex']['index']} alone: {db['hnsw_reindex']['seconds']} s")
+    for key in ("hnsw_reindex", "hnsw_reindex_module_mwm"):
+        if db.get(key):
+            print(f"{'' if key != 'hnsw_reindex' else chr(10)}REINDEX of {db[key]['index']} alone, maintenance_work_mem "
+                  f"{db[key]['maintenance_work_mem']}: {db[key]['seconds']} s")
     print("\npg_backup (exact) beyond bare pg_dump -Fd, seconds")
     for k, v in res["pg_backup_breakdown_s"].items():
         print(f"  {k:62} {v:7.3f}")
