@@ -319,8 +319,10 @@ class Restore(object):
         dest = self.params.get("forensic_dest") or os.path.dirname(self.manifest["path"])
         params = dict((k, v.get("default")) for k, v in backup_argument_spec().items())
         params.update((k, self.params.get(k)) for k in CONNECTION_KEYS)
+        # Uncompressed: the forensic copy is taken while the service is down, and gzip made it the
+        # slowest step of a restore in the benchmark (docs/benchmarks.md); disk is cheaper than minutes.
         params.update(login_db=self.database, database_url=None, dest=dest, kind="logical", format="custom",
-                      label="forensic-%s" % utcnow().strftime("%Y%m%dT%H%M%SZ"))
+                      compress="0", label="forensic-%s" % utcnow().strftime("%Y%m%dT%H%M%SZ"))
         if self.params.get("database_url"):
             for key in ("login_host", "login_port", "login_user", "login_password"):
                 params[key] = self.settings.get(key)

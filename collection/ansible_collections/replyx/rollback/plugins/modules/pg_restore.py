@@ -89,7 +89,7 @@ options:
     type: str
   forensic_backup:
     description:
-      - Take a forensic backup (custom format) of the current database before changing anything.
+      - Take a forensic backup (custom format, uncompressed for speed) of the current database before changing anything.
     type: bool
     default: true
   forensic_dest:
