@@ -77,22 +77,25 @@ def test_critical_code_rollback_to_the_last_known_good_release(baseline, artifac
 
 
 def test_medium_backend_and_workers_code(baseline, artifacts):
-    deploy("bad")
     # The bad workers release crash-loops: its deploy fails the /status wait (and records that),
-    # which is the incident this level rolls back.
+    # which is the incident this level rolls back. Selective: the backend is not touched.
     labutil.playbook("deploy.yml", "-e", "app=workers", "-e", "release=bad", "-e", "workers_health_timeout=10")
     assert lab_state()["workers"] == "v2.1.0"
     assert labutil.release_history("workers")[-1]["result"] == "failed"
+    backend_before = labutil.release_history("backend")
     _ok(rollback("-e", "level=medium", "-e", "component=workers", "-e", f"approvals={APPROVALS['medium']}",
                  artifacts=artifacts))
     assert lab_state()["workers"] == "v2.0.0"
-    assert lab_state()["backend"] == "v1.2.0"  # selective: the backend is not touched
+    assert labutil.release_history("backend") == backend_before
     status, body = labutil.http_json(labutil.WORKERS_URL + "/status")
     assert status == 200 and body["active_workers"] == body["expected_workers"] == 4
+    assert "Workers code v2.1.0 -> v2.0.0" in reports(artifacts)[0].read_text()
+
+    deploy("bad")
     _ok(rollback("-e", "level=medium", "-e", "component=backend", "-e", f"approvals={APPROVALS['medium']}",
                  artifacts=artifacts))
     assert lab_state()["backend"] == "v1.1.0"
-    assert "Workers code v2.1.0 -> v2.0.0" in reports(artifacts)[0].read_text()
+    assert lab_state()["workers"] == "v2.0.0"
 
 
 def test_medium_config_restores_env_backup_and_the_app_loads_it(baseline, artifacts):
