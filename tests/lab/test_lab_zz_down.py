@@ -12,7 +12,8 @@ from tests import labutil
 
 
 def _lab_processes() -> list[str]:
-    root = str(labutil.LAB_ROOT)
+    # A trailing slash: other labs' roots (.lab-procedures, ...) only share the prefix.
+    root = str(labutil.LAB_ROOT).rstrip("/") + "/"
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -20,7 +21,7 @@ def _lab_processes() -> list[str]:
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if root in cmd or cwd.startswith(root):
+        if root in cmd or (cwd + "/").startswith(root):
             found.append(f"{pid}: {cmd.strip()} (cwd {cwd})")
     return found
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -39,7 +40,12 @@ def test_runs_and_restarts_under_pm2(app_factory, tmp_path):
                                              and b["pid"] != first["pid"]), 20, what="status ok after pm2 restart")
         new_workers = set(worker_pids(app))
         assert len(new_workers) == 3 and not (new_workers & old_workers)
-        out_log = (tmp_path / "pm2home" / "logs" / f"{NAME}-out.log").read_text()
+        # PM2 writes the old process's last lines asynchronously: give the log a moment.
+        log_path = tmp_path / "pm2home" / "logs" / f"{NAME}-out.log"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "SIGINT: stopping 3 workers" not in log_path.read_text():
+            time.sleep(0.5)
+        out_log = log_path.read_text()
         assert "SIGINT: stopping 3 workers" in out_log
         assert " ERROR " not in out_log, "a PM2 restart is not a crash"
     finally:
