@@ -99,7 +99,10 @@ class App:
         return set(self.sql("SELECT extname FROM pg_extension").split())
 
     def base_args(self, **extra) -> dict:
-        args = dict(project_dir=str(self.dir), python=self.python, lock_timeout=30, timeout=300)
+        # the application's named targets come from the inventory (rollback_named_targets)
+        named = {"widget_version": "fb3228f45466", "pgvector_indexes": "c4132f66258f",
+                 "performance_indexes": "165e5d314eaf", "baseline": "66ea5c9e3d91"}
+        args = dict(project_dir=str(self.dir), python=self.python, lock_timeout=30, timeout=300, named_targets=named)
         args.update(extra)
         return args
 

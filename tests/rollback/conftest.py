@@ -17,7 +17,7 @@ APPROVALS = {
     "low": "ops:standard:INC-4",
 }
 DATA_TABLES = ("users", "dialogs", "dialog_messages", "knowledge_embeddings", "balance_transactions", "ai_token_usage")
-LOCK_FILE = labutil.LAB_ROOT / "backend" / "rollback-lab.lock.json"
+LOCK_FILE = labutil.LAB_ROOT / "postgres" / "rollback-lab.lock.json"
 
 
 def git_tag(app_dir: Path) -> str:

@@ -25,7 +25,9 @@ def test_rollback_survey_offers_exactly_the_policy_choices():
     survey = {q["variable"]: q for q in rollback["survey"]}
     assert survey["level"]["choices"] == list(POLICY["rollback_policy_levels"]) + ["auto"]
     assert survey["component"]["choices"] == list(POLICY["rollback_policy_components"])
-    assert survey["target"]["choices"] == list(POLICY["rollback_policy_named_targets"])
+    # named migration targets are application data: the inventory's rollback_named_targets
+    inventory = yaml.safe_load((labutil.ROOT / "inventories" / "production" / "group_vars" / "all.yml").read_text())
+    assert survey["target"]["choices"] == list(inventory["rollback_named_targets"])
 
 
 def test_workflows_need_two_approval_nodes_before_the_data_changing_step():

@@ -14,6 +14,8 @@ depends_on = None
 
 # "table" or "table.column" whose data downgrade() destroys ([] when it only drops indexes).
 downgrade_drops_data = []
+# upgrade() only adds (tables, indexes, nullable or defaulted columns): the previous release runs on this schema.
+additive = True
 
 T = sa.text
 # (name, table, columns/expressions, extra create_index options). Every name starts with ix_ or idx_.

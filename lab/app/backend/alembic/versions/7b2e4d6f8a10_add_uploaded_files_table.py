@@ -14,6 +14,8 @@ depends_on = None
 
 # "table" or "table.column" whose data downgrade() destroys ([] when it only drops indexes).
 downgrade_drops_data = ["uploaded_files"]
+# upgrade() only adds (tables, indexes, nullable or defaulted columns): the previous release runs on this schema.
+additive = True
 
 
 def upgrade() -> None:

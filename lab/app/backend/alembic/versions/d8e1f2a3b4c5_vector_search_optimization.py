@@ -13,6 +13,8 @@ depends_on = None
 
 # "table" or "table.column" whose data downgrade() destroys ([] when it only drops indexes).
 downgrade_drops_data = []
+# upgrade() only adds (tables, indexes, nullable or defaulted columns): the previous release runs on this schema.
+additive = True
 
 
 def upgrade() -> None:

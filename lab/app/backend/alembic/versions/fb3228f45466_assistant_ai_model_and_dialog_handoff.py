@@ -14,6 +14,8 @@ depends_on = None
 
 # "table" or "table.column" whose data downgrade() destroys ([] when it only drops indexes).
 downgrade_drops_data = ["assistants.ai_model", "dialogs.handoff_status", "dialogs.handoff_requested_at"]
+# upgrade() only adds (tables, indexes, nullable or defaulted columns): the previous release runs on this schema.
+additive = True
 
 
 def upgrade() -> None:

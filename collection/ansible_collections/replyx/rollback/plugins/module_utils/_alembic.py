@@ -38,14 +38,6 @@ from ansible_collections.replyx.rollback.plugins.module_utils._errors import (
 )
 from ansible_collections.replyx.rollback.plugins.module_utils._pg import _parse_url
 
-# The plan's named targets ("Rollback by Migration ID").
-DEFAULT_NAMED_TARGETS = {
-    "widget_version": "fb3228f45466",
-    "pgvector_indexes": "c4132f66258f",
-    "performance_indexes": "165e5d314eaf",
-    "baseline": "66ea5c9e3d91",
-}
-
 # int.from_bytes(sha256(b"replyx.alembic").digest()[:8], "big", signed=True)
 DEFAULT_LOCK_ID = 1371980160693611854
 
@@ -185,9 +177,12 @@ def describe(sc):
     if declared and not (isinstance(drops, (list, tuple)) and all(isinstance(d, str) for d in drops)):
         drops = None
         declared = False
+    # ``additive = True``: upgrade() only adds (tables, indexes, nullable or defaulted columns), so the code of
+    # the previous revision runs on the upgraded schema - a rollback can switch the code before the downgrade.
+    additive = getattr(sc.module, "additive", False) is True
     return dict(revision=sc.revision, down_revisions=downs,
                 message=(sc.doc or "").strip(), branch_labels=sorted(sc.branch_labels or []),
-                drops_data=list(drops) if declared else None, drops_data_declared=declared)
+                drops_data=list(drops) if declared else None, drops_data_declared=declared, additive=additive)
 
 
 def current_heads(conn):
@@ -683,7 +678,8 @@ def plan_steps(history, current, target, applied_heads=None):
         steps.append(dict(revision=rev,
                           down_revision=(downs[0] if len(downs) == 1 else (downs or None)),
                           message=info.get("message") or "",
-                          drops_data=info.get("drops_data")))
+                          drops_data=info.get("drops_data"),
+                          additive=bool(info.get("additive"))))
         remove.discard(rev)
     return steps
 
@@ -706,9 +702,25 @@ def describe_dropping(steps):
                                       else "unknown data (no downgrade_drops_data declared)") for s in steps)
 
 
-def check_manifest(manifest, database, current):
-    """A verified pg_backup manifest must be of this database and taken at the current revision."""
+def _table_name(name):
+    return name.split(".")[-1].strip('"')
+
+
+def check_manifest(manifest, database, current, steps=None):
+    """A verified pg_backup manifest must be of this database, taken at the current revision and, when it
+    holds only some tables, hold every table whose data the dropping steps destroy."""
     problems = []
+    options = manifest.get("options") or {}
+    included = set(_table_name(t) for t in (options.get("tables") or manifest.get("tables_included") or []))
+    if included:
+        for step in dropping_steps(steps or []):
+            if step.get("drops_data") is None:
+                problems.append("it holds only the tables %s and %s does not declare what it drops"
+                                % (", ".join(sorted(included)), step["revision"]))
+                continue
+            missing = sorted(set(d.split(".")[0] for d in step["drops_data"]) - included)
+            if missing:
+                problems.append("it does not hold %s, whose data %s drops" % (", ".join(missing), step["revision"]))
     if manifest.get("database") != database:
         problems.append("it is a backup of database %r, not %r" % (manifest.get("database"), database))
     if manifest.get("alembic_revision") != current:
@@ -774,7 +786,7 @@ def run_downgrade(module, verify_manifest=None):
     manifest_info = None
     if params.get("backup_manifest") and steps:
         manifest = (verify_manifest or _verify_manifest)(params["backup_manifest"])
-        check_manifest(manifest, settings.get("login_db"), current)
+        check_manifest(manifest, settings.get("login_db"), current, steps)
         manifest_info = dict(path=params["backup_manifest"], sha256=manifest.get("sha256"),
                              database=manifest.get("database"), alembic_revision=manifest.get("alembic_revision"),
                              created=manifest.get("created"))

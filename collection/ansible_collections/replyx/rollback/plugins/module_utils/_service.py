@@ -516,8 +516,10 @@ def wait_ready(params, stopping=False, abort=None):
 MANAGER_CLASSES = dict(systemd=Systemd, pm2=Pm2, pidfile=Pidfile)
 
 
-def run(module):
-    params = module.params
+def run(module, params=None):
+    """Bring the service to ``params["state"]`` (``params`` default: the module's own; other modules
+    pass a dict built from argument_spec() defaults to drive a service as one step of their own)."""
+    params = module.params if params is None else params
     state = params["state"]
     manager = MANAGER_CLASSES[params["manager"]](module, params)
     before = manager.status()

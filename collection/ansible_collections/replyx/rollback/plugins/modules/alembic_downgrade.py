@@ -89,14 +89,10 @@ options:
     required: true
   named_targets:
     description:
-      - Names for revisions, used by O(target).
-      - The default is the rollback plan's map.
+      - Names for revisions, used by O(target), for example C({widget_version: fb3228f45466}). Application data -
+        the playbooks pass the inventory's C(rollback_named_targets).
     type: dict
-    default:
-      widget_version: fb3228f45466
-      pgvector_indexes: c4132f66258f
-      performance_indexes: 165e5d314eaf
-      baseline: 66ea5c9e3d91
+    default: {}
   branch:
     description:
       - With several heads, the branch to downgrade, as a branch label or a head revision.
@@ -344,7 +340,6 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.replyx.rollback.plugins.module_utils._alembic import (
     DEFAULT_LOCK_ID,
-    DEFAULT_NAMED_TARGETS,
     run_downgrade,
 )
 from ansible_collections.replyx.rollback.plugins.module_utils._errors import ReplyxError, fail_from
@@ -359,7 +354,7 @@ def argument_spec():
         database_url=dict(type="str", no_log=True),
         env_file=dict(type="path"),
         target=dict(type="str", required=True),
-        named_targets=dict(type="dict", default=dict(DEFAULT_NAMED_TARGETS)),
+        named_targets=dict(type="dict", default={}),
         branch=dict(type="str"),
         backup_manifest=dict(type="path"),
         allow_data_loss=dict(type="bool", default=False),

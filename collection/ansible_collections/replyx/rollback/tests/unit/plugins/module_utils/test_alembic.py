@@ -21,6 +21,11 @@ from ansible_collections.replyx.rollback.plugins.module_utils._errors import (
 )
 
 
+# The lab application's named targets (inventories/lab: rollback_named_targets).
+NAMED = {"widget_version": "fb3228f45466", "pgvector_indexes": "c4132f66258f",
+         "performance_indexes": "165e5d314eaf", "baseline": "66ea5c9e3d91"}
+
+
 def rev(revision, down, message="", drops=None, labels=()):
     downs = [] if down is None else (list(down) if isinstance(down, tuple) else [down])
     return dict(revision=revision, down_revisions=downs, message=message, branch_labels=list(labels),
@@ -67,7 +72,7 @@ def lab():
     ("head", HEAD, HEAD),
 ])
 def test_resolve_target(lab, target, current, expected):
-    assert al.resolve_target(lab, current, target, al.DEFAULT_NAMED_TARGETS) == expected
+    assert al.resolve_target(lab, current, target, NAMED) == expected
 
 
 @pytest.mark.parametrize("target, current, fragment", [
@@ -80,17 +85,17 @@ def test_resolve_target(lab, target, current, expected):
 ])
 def test_resolve_target_errors(lab, target, current, fragment):
     with pytest.raises(InputError) as err:
-        al.resolve_target(lab, current, target, al.DEFAULT_NAMED_TARGETS)
+        al.resolve_target(lab, current, target, NAMED)
     assert fragment in err.value.msg
     assert err.value.msg.startswith("Failed to resolve target")
 
 
 def test_unknown_target_lists_known_revisions_and_named_targets(lab):
     with pytest.raises(InputError) as err:
-        al.resolve_target(lab, HEAD, "nope", al.DEFAULT_NAMED_TARGETS)
+        al.resolve_target(lab, HEAD, "nope", NAMED)
     for revision in ORDER:
         assert revision in err.value.msg
-    for name in al.DEFAULT_NAMED_TARGETS:
+    for name in NAMED:
         assert name in err.value.msg
 
 
@@ -145,7 +150,7 @@ def test_plan_steps(lab, current, target, revisions):
 def test_step_carries_message_and_drops(lab):
     step = al.plan_steps(lab, HEAD, "fb3228f45466")[0]
     assert step == dict(revision=HEAD, down_revision="fb3228f45466", message="widget version",
-                        drops_data=["assistants.widget_version"])
+                        drops_data=["assistants.widget_version"], additive=False)
 
 
 def test_descendant_target_is_refused(lab):

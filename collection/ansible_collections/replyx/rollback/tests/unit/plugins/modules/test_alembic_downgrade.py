@@ -100,6 +100,12 @@ def warnings_of(result):
 def run_module(monkeypatch, capsys, tmp_path, fake, check_mode=False, diff=False, manifest=None, **params):
     (tmp_path / "remote").mkdir(exist_ok=True)
     monkeypatch.setattr(ansible_warnings, "_global_warnings", {})
+    # the module runs as on a target host, even when controller code (an action plugin test) was imported
+    from ansible.module_utils import _internal
+    monkeypatch.setattr(_internal, "is_controller", False)
+    # the application's named targets (the inventory's rollback_named_targets)
+    params.setdefault("named_targets", {"widget_version": "fb3228f45466", "pgvector_indexes": "c4132f66258f",
+                                        "performance_indexes": "165e5d314eaf", "baseline": "66ea5c9e3d91"})
     args = dict(project_dir=str(params.pop("project_dir")), python=sys.executable,
                 _ansible_check_mode=check_mode, _ansible_diff=diff, _ansible_remote_tmp=str(tmp_path / "remote"),
                 _ansible_keep_remote_files=False)
