@@ -226,8 +226,8 @@ def run(module):
     steps.append("git checkout %s (%s)" % (params["release"], commit[:12]))
     if deps_differ and params["install_command"]:
         steps.append("install dependencies: %s" % " ".join(params["install_command"]))
-    steps.append("restart %s (%s) and wait for %s" % (service["name"], service["manager"],
-                                                       service.get("wait_url") or "the process"))
+    waited = service.get("wait_url") or "the process"
+    steps.append("restart %s (%s) and wait for %s" % (service["name"], service["manager"], waited))
     result["changed"] = True
     if module.check_mode:
         return result

@@ -89,8 +89,8 @@ options:
     required: true
   named_targets:
     description:
-      - Names for revisions, used by O(target), for example C({widget_version: fb3228f45466}). Application data -
-        the playbooks pass the inventory's C(rollback_named_targets).
+      - "Names for revisions, used by O(target), for example C(widget_version=fb3228f45466). Application data:
+        the playbooks pass the inventory's C(rollback_named_targets)."
     type: dict
     default: {}
   branch:
