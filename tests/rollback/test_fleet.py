@@ -139,7 +139,9 @@ def _publish_release_needing(module_file: str, new_tag: str) -> None:
         git("clone", "-q", str(repo), ".")
         git("checkout", "-q", "v1.1.0")
         main = work / "main.py"
-        main.write_text(f"import {module_file}  # noqa: F401  (only some hosts have it)\n" + main.read_text())
+        text = main.read_text()
+        future = "from __future__ import annotations\n"
+        main.write_text(text.replace(future, future + f"import {module_file}  # noqa: F401  (only some hosts have it)\n", 1))
         git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "needs a host-local module")
         git("tag", "-f", new_tag)
         git("push", "-qf", "origin", new_tag)

@@ -22,7 +22,7 @@ def test_cli_plans_a_rollback_through_ansible_runner_and_changes_nothing(lab, tm
                 REPLYX_ARTIFACTS_DIR=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "rollback.yml (check mode)" in proc.stdout
-    assert "  - Validate the request and compute the plan (changes nothing)" in proc.stdout
+    assert "  - Check the request and compute the plan (changes nothing)" in proc.stdout
     assert "result: successful (rc=0)" in proc.stdout
     assert labutil.psql("select version_num from alembic_version") == head
     for secret in labutil.SECRETS:
