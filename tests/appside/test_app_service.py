@@ -233,3 +233,20 @@ def test_pm2_unknown_app_without_script_is_a_clear_error(pm2_home):
                                         "pm2_home": str(pm2_home), "state": "restarted"})
     assert result["failed"] is True
     assert result["msg"] == "Failed to start PM2 app ghost: PM2 does not know ghost; give script (or ecosystem) to start it"
+
+
+@pytest.mark.skipif(not os.access(PM2, os.X_OK), reason=f"pm2 is not installed at {PM2}")
+def test_pm2_app_that_exits_at_start_fails_fast_naming_the_crash_loop(pm2_home, tmp_path):
+    """A release that cannot start: PM2 restarts it in a loop. app_service says so within seconds
+    instead of waiting the whole wait_timeout for a port that never opens."""
+    port = free_port()
+    script = tmp_path / "broken.py"
+    script.write_text("import sys\nprint('ImportError: no module named widgets', file=sys.stderr)\nsys.exit(3)\n")
+    result = run_module("app_service", {
+        "name": "replyx-broken", "manager": "pm2", "pm2_bin": str(PM2), "pm2_home": str(pm2_home),
+        "script": str(script), "interpreter": sys.executable, "chdir": str(tmp_path), "state": "started",
+        "wait_port": port, "wait_url": f"http://127.0.0.1:{port}/", "wait_timeout": 60})
+    assert result["failed"] is True
+    # the crash loop ends the wait (a timeout would say "port ... not answering after 60s")
+    assert "replyx-broken" in result["msg"] and "exits at start" in result["msg"], result["msg"]
+    assert not port_open(port)

@@ -272,11 +272,39 @@ class Pm2(object):
     def _step(self, argv):
         return dict(step=" ".join(argv[1:]), argv=argv)
 
+    def _restarts(self):
+        """(PM2's restart count summed over the app's instances, their statuses)."""
+        apps = self.apps()
+        count = sum(int((a.get("pm2_env") or {}).get("restart_time") or 0) for a in apps)
+        return count, set((a.get("pm2_env") or {}).get("status") for a in apps)
+
     def execute(self, steps):
         env = pm2_environ(self.home, self.params.get("environment"))
         for step in steps:
             _run(self.module, step["argv"], "%s PM2 app %s" % (step["argv"][1], self.name), environ_update=env,
                  cwd=self.params.get("chdir"))
+        if steps and steps[-1]["argv"][1] != "stop":
+            self._baseline, _statuses = self._restarts()
+            self._checked = time.monotonic()
+
+    # A release that cannot start makes PM2 restart it over and over (then mark it errored): say so at
+    # once instead of waiting for the whole wait_timeout. Asked at most every PM2_CRASH_CHECK_S seconds
+    # (each question starts a pm2 process).
+    PM2_CRASH_CHECK_S = 1.5
+    PM2_CRASH_RESTARTS = 2
+
+    def died(self):
+        """Why the app will not come up (PM2 restarting it in a loop, or errored), or None."""
+        if getattr(self, "_baseline", None) is None or time.monotonic() - self._checked < self.PM2_CRASH_CHECK_S:
+            return getattr(self, "_died", None)
+        self._checked = time.monotonic()
+        count, statuses = self._restarts()
+        if "errored" in statuses:
+            self._died = "PM2 marked %s errored (it exits at start; see its PM2 log)" % self.name
+        elif count - self._baseline >= self.PM2_CRASH_RESTARTS:
+            self._died = "PM2 restarted %s %d times since this start: it exits at start (see its PM2 log)" % (
+                self.name, count - self._baseline)
+        return getattr(self, "_died", None)
 
 
 # --- pidfile --------------------------------------------------------------------------------------
@@ -547,7 +575,8 @@ def run(module, params=None):
     else:
         after = dict(manager.status())
         if not after["running"]:
-            wait_until(lambda: after.update(manager.status()) or after["running"], params["wait_timeout"], 0.5)
+            wait_until(lambda: after.update(manager.status()) or after["running"], params["wait_timeout"], 0.5,
+                       abort=getattr(manager, "died", None))
     abort = getattr(manager, "died", None)
     problems = wait_ready(params, stopping=stopping, abort=abort)
     if abort is not None and abort():
