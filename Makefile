@@ -66,7 +66,7 @@ build: venv
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path build $(COLLECTION)
 
 test: venv sanity build
-	$(VENV)/bin/python -m pytest -q $(COLLECTION)/tests/unit tests $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q --durations=25 $(COLLECTION)/tests/unit tests $(PYTEST_ARGS)
 
 # ansible-lint, production profile, on what operators run (.ansible-lint holds the settings)
 lint: venv
@@ -75,7 +75,7 @@ lint: venv
 bench: venv
 	$(VENV)/bin/python bench/run.py
 
-# the rollback against the plan's own commands, on a lab of its own (.lab-bench, ports 55452/8200/3201)
+# the rollback against the plan's own commands, on a lab of its own (.lab-bench, ports 55452/8300/3301)
 bench-rollback: venv
 	$(VENV)/bin/python bench/rollback.py $(BENCH_ROLLBACK_ARGS)
 

@@ -6,7 +6,7 @@
     .venv/bin/python bench/rollback.py --levels critical --keep-lab
 
 Its own lab, so it never disturbs another one: REPLYX_LAB_ROOT=.lab-bench (--lab-root), REPLYX_PG_PORT 55452,
-REPLYX_BACKEND_PORT 8200, REPLYX_WORKERS_PORT 3201 (--pg-port, --backend-port, --workers-port),
+REPLYX_BACKEND_PORT 8300, REPLYX_WORKERS_PORT 3301 (--pg-port, --backend-port, --workers-port),
 REPLYX_ARTIFACTS_DIR=<root>/artifacts. Brought up with ``ansible-playbook playbooks/lab.yml`` and stopped with
 ``ansible-playbook playbooks/lab_down.yml`` (same environment) at the end, also on failure or Ctrl-C.
 
@@ -442,8 +442,8 @@ def main(argv=None) -> int:
     parser.add_argument("--levels", default="high,critical", help="comma-separated: high,critical (default both)")
     parser.add_argument("--lab-root", default=str(ROOT / ".lab-bench"), help="REPLYX_LAB_ROOT (default .lab-bench)")
     parser.add_argument("--pg-port", type=int, default=55452, help="REPLYX_PG_PORT (default 55452)")
-    parser.add_argument("--backend-port", type=int, default=8200, help="REPLYX_BACKEND_PORT (default 8200)")
-    parser.add_argument("--workers-port", type=int, default=3201, help="REPLYX_WORKERS_PORT (default 3201)")
+    parser.add_argument("--backend-port", type=int, default=8300, help="REPLYX_BACKEND_PORT (default 8300)")
+    parser.add_argument("--workers-port", type=int, default=3301, help="REPLYX_WORKERS_PORT (default 3301)")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="run the tool without the ansible.posix.profile_tasks callback")
     parser.add_argument("--keep-lab", action="store_true", help="leave the bench lab running at the end")

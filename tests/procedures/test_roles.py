@@ -1,5 +1,5 @@
 """incident_report and escalation roles, through the small playbooks in tests/procedures/playbooks:
-a report from a partial rollback_state with every secret redacted; webhook notifications to a local
+a report from a partial rollback_run_state with every secret redacted; webhook notifications to a local
 receiver; nothing sent without a URL. No running lab needed."""
 from __future__ import annotations
 
