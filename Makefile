@@ -65,7 +65,7 @@ build: venv
 	mkdir -p build
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path build $(COLLECTION)
 
-test: venv sanity build
+test: venv sanity lint build
 	$(VENV)/bin/python -m pytest -q --durations=25 $(COLLECTION)/tests/unit tests $(PYTEST_ARGS)
 
 # ansible-lint, production profile, on what operators run (.ansible-lint holds the settings)
