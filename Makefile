@@ -18,6 +18,7 @@ BENCH_ROLLBACK_ARGS ?=
 
 help:
 	@echo "make drill       lab up, deploy the bad release (the incident), run the rollback, show the report"
+	@echo "                 (make drill INVENTORY=inventories/lab-fleet: two backends, two workers hosts)"
 	@echo "make test        install what is needed and run every test suite (sanity, unit, integration)"
 	@echo "make lab-up | lab-status | lab-down   the embedded lab (PostgreSQL+pgvector, backend, workers)"
 	@echo "make sanity | unit | integration | build | lint | bench | bench-rollback"

@@ -376,7 +376,7 @@ class RollbackBench:
             created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             args=dict(rounds=self.args.rounds, levels=self.args.levels, profile_tasks=self.args.profile,
                       poll_interval_s=POLL_INTERVAL, poll_timeout_s=POLL_TIMEOUT),
-            lab=dict(root=str(self.root), **{k: v for k, v in self.lab_env.items() if k != "REPLYX_LAB_ROOT"},
+            lab=dict(root=str(self.root), **{k: str(v) for k, v in self.lab_env.items() if k != "REPLYX_LAB_ROOT"},
                      health_url=self.health_url),
             commands={level: dict(tool="ansible-playbook playbooks/rollback.yml " + " ".join(
                           f"'{a}'" if " " in a else a for a in LEVELS[level]["tool_args"]),
@@ -482,7 +482,7 @@ def main(argv=None) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / ("rollback-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
                          + ".json")
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    out.write_text(json.dumps(res, indent=2, default=str) + "\n")
     print_report(res)
     print(f"\nresults: {out.relative_to(ROOT)}")
     return 0

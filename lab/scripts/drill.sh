@@ -4,6 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 step() { printf '\n==> %s\n' "$*"; }
 
+# make drill INVENTORY=inventories/lab-fleet: the same drill on the fleet lab (two backends, two
+# workers hosts); the default is ansible.cfg's inventories/lab.
+if [ -n "${INVENTORY:-}" ]; then
+  [ -d "$INVENTORY" ] || [ -f "$INVENTORY" ] || { echo "INVENTORY=$INVENTORY: no such inventory (try inventories/lab or inventories/lab-fleet)" >&2; exit 2; }
+  export ANSIBLE_INVENTORY="$INVENTORY"
+fi
+
 step "Bringing the lab up (PostgreSQL 18 + pgvector, backend, workers): playbooks/lab.yml"
 ansible-playbook playbooks/lab.yml
 
