@@ -2,7 +2,12 @@
 data is intact, the incident report says what happened, and a second run changes nothing."""
 from __future__ import annotations
 
+import json
 import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -30,12 +35,55 @@ def _no_secrets(proc, artifacts):
         assert not any(secret in t for t in texts), secret
 
 
-def test_high_migration_rollback_the_drill(baseline, artifacts):
+def _login() -> str:
+    req = urllib.request.Request(labutil.BACKEND_URL + "/api/login", method="POST",
+                                 data=json.dumps({"email": "test@example.com", "password": "testpass"}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())["access_token"]
+
+
+def _get(path: str, token: str | None = None) -> int:
+    req = urllib.request.Request(labutil.BACKEND_URL + path,
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0  # refused while the process restarts: not an answer, not a 5xx
+
+
+def test_high_migration_rollback_the_drill_under_traffic(baseline, artifacts):
+    """The drill, with a logged-in client calling /api/assistants and /health every 0.1 s through the
+    whole run: the high level switches the code first (the downgrade only drops what the bad release
+    added) and downgrades after, so no request fails with a 5xx because of the rollback."""
     deploy("bad")
     data_before = fingerprints()
     backups_before = backups()
+    token = _login()
+    answers: list[tuple[float, str, int]] = []
+    stop = threading.Event()
+
+    def client():
+        deadline = time.monotonic() + 600
+        while not stop.is_set() and time.monotonic() < deadline:
+            for path, tok in (("/api/assistants", token), ("/health", None)):
+                answers.append((time.monotonic(), path, _get(path, tok)))
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
     args = ("-e", "level=high", "-e", "target=widget_version", "-e", f"approvals={APPROVALS['high']}")
-    proc = _ok(rollback(*args, "-v", artifacts=artifacts))
+    try:
+        proc = _ok(rollback(*args, "-v", artifacts=artifacts))
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    errors = [a for a in answers if a[2] >= 500]
+    assert len(answers) > 20
+    assert not errors, f"{len(errors)} answers were 5xx: {errors[:5]}"
     state = lab_state()
     assert state["backend"] == "v1.0.0"
     assert state["revision"] == "fb3228f45466"
