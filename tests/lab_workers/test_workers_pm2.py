@@ -26,7 +26,9 @@ def test_runs_and_restarts_under_pm2(app_factory, tmp_path):
                               timeout=60, check=check)
 
     try:
-        pm2("start", "scalable_bot_manager.js", "--name", NAME)
+        # kill_timeout as the workers' ecosystem file sets it: PM2's default (1.6 s) SIGKILLs the manager
+        # before its graceful stop is logged when the machine is loaded
+        pm2("start", "scalable_bot_manager.js", "--name", NAME, "--kill-timeout", "8000")
         code, first = wait_for(status_where(port, lambda c, b: c == 200 and b["active_workers"] == 3), 20,
                                what="status ok under pm2")
         procs = json.loads(pm2("jlist").stdout)
