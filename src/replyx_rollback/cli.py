@@ -63,6 +63,8 @@ def main(argv=None) -> int:
     print(f"replyx-rollback: {playbook} {'(check mode) ' if check else ''}{extravars or ''}", flush=True)
     result = run_playbook(playbook, extravars=extravars, inventory=args.inventory, check=check,
                           verbosity=args.verbose, on_progress=printer)
+    if result.plan_text:
+        print("\n" + "\n".join(result.plan_text))
     print(f"\nresult: {result.status} (rc={result.rc})")
     for failure in result.failed_tasks[-3:]:
         print(f"failed: {failure['task']} on {failure['host']}: {failure['msg']}")

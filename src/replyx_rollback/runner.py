@@ -17,6 +17,8 @@ PLAYBOOKS = REPO / "playbooks"
 DEFAULT_INVENTORY = REPO / "inventories" / "lab"
 REPORT_RE = re.compile(r"Incident report: (\S+\.md)")
 PLAN_RE = re.compile(r"Plan written: (\S+\.txt)")
+# the task of playbooks/rollback.yml that prints the plan (rollback_plan.text, lines)
+PLAN_TASK = "Show the plan"
 
 
 @dataclass
@@ -27,6 +29,7 @@ class RunResult:
     failed_tasks: list = field(default_factory=list)
     report: str | None = None
     plan: str | None = None
+    plan_text: list = field(default_factory=list)
     messages: list = field(default_factory=list)
 
     @property
@@ -61,6 +64,9 @@ def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | 
             if name and name not in seen_tasks and not name.startswith(("Validating arguments", "include")):
                 seen_tasks.add(name)
                 on_progress(f"  - {name}")
+        elif kind == "runner_on_ok" and data.get("task") == PLAN_TASK:
+            msg = (data.get("res") or {}).get("msg")
+            result.plan_text = [str(line) for line in (msg if isinstance(msg, list) else str(msg or "").splitlines())]
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             res = data.get("res", {})
             result.failed_tasks.append({"task": data.get("task"), "host": data.get("host"),

@@ -24,6 +24,11 @@ def test_cli_plans_a_rollback_through_ansible_runner_and_changes_nothing(lab, tm
     assert "rollback.yml (check mode)" in proc.stdout
     assert "  - Check the request and compute the plan (changes nothing)" in proc.stdout
     assert "result: successful (rc=0)" in proc.stdout
+    # the plan itself, as ansible-playbook --check prints it: the steps and what the downgrade drops
+    assert "CHECK MODE: nothing will change" in proc.stdout
+    assert "Alembic: a1b2c3d4e5f6 -> fb3228f45466" in proc.stdout and "DROPS DATA" in proc.stdout
+    assert "Backup: tables assistants" in proc.stdout
+    assert "Steps:" in proc.stdout and "  1. " in proc.stdout
     assert labutil.psql("select version_num from alembic_version") == head
     for secret in labutil.SECRETS:
         assert secret not in proc.stdout + proc.stderr
