@@ -42,8 +42,11 @@ venv: $(VENV)/.stamp $(TOOLS)/.stamp
 lab-up: venv
 	$(PLAYBOOK) playbooks/lab.yml
 
+# one line per component; exit non-zero when one is down
+lab-status: SHELL := /bin/bash
 lab-status: venv
-	@$(PLAYBOOK) playbooks/lab_status.yml
+	@set -o pipefail; ANSIBLE_CALLBACK_RESULT_FORMAT=json $(PLAYBOOK) playbooks/lab_status.yml \
+	  | sed -n -E 's/^ *"((postgres|backend|workers) +: .*)",?$$/\1/p'
 
 lab-down: venv
 	$(PLAYBOOK) playbooks/lab_down.yml

@@ -34,11 +34,26 @@ def _listening(port: int) -> bool:
 
 @pytest.mark.lab
 @pytest.mark.lab_teardown
+def _lab_status() -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", "lab-status"], cwd=labutil.ROOT, env=labutil.env(), capture_output=True,
+                          text=True, timeout=300)
+
+
 def test_lab_down_stops_everything(lab):
     assert _lab_processes(), "the lab should be running before lab-down"
+    up = _lab_status()
+    assert up.returncode == 0, up.stdout + up.stderr[-2000:]
+    lines = up.stdout.splitlines()
+    assert [line.split(":", 1)[0].strip() for line in lines] == ["postgres", "backend", "workers"], up.stdout
+    assert lines[0].startswith("postgres : up on ") and lines[1].startswith("backend  : up, release ")
+    assert " active, release " in lines[2]
+
     proc = subprocess.run(["make", "lab-down"], cwd=labutil.ROOT, env=labutil.env(), capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    down = _lab_status()
+    assert down.returncode != 0
+    assert [line.split(":", 1)[1].split()[0] for line in down.stdout.splitlines()] == ["DOWN"] * 3, down.stdout
     assert _lab_processes() == []
     for port in (labutil.PG_PORT, labutil.BACKEND_PORT, labutil.WORKERS_PORT):
         assert not _listening(port), port
