@@ -99,6 +99,9 @@ def test_high_migration_rollback_the_drill_under_traffic(baseline, artifacts):
         assert text in report, text
     assert not LOCK_FILE.exists()
     _no_secrets(proc, artifacts)
+    # warnings mean something is wrong: a successful drill has none
+    assert "[WARNING]" not in proc.stdout + proc.stderr, [
+        line for line in (proc.stdout + proc.stderr).splitlines() if "[WARNING]" in line]
     history = labutil.release_history("backend")
     assert history[-1]["tag"] == "v1.0.0" and history[-1]["result"] == "rollback"
     assert history[-1]["rolled_back_from"] == "v1.2.0"

@@ -793,13 +793,17 @@ def run_downgrade(module, verify_manifest=None):
     result["backup_manifest"] = manifest_info
     allowed_by, dropping = decide_data_loss(steps, manifest_info, params.get("allow_data_loss"))
     result["data_loss"] = dict(steps=[s["revision"] for s in dropping], allowed_by=allowed_by or None)
+    result["refused_without_backup"] = None
     if allowed_by is False:
         refusal = SafetyRefusal("%s; give backup_manifest (a verified pg_backup manifest taken at %s) or set "
                                 "allow_data_loss=true" % (describe_dropping(dropping), current or "base"),
                                 verb="downgrade", obj="the database")
         if not module.check_mode:
             raise refusal
-        module.warn("a real run would be refused: %s" % refusal.msg)
+        if params.get("backup_planned"):
+            result["refused_without_backup"] = refusal.msg  # the caller's plan takes the backup first
+        else:
+            module.warn("a real run would be refused: %s" % refusal.msg)
     elif allowed_by == "allow_data_loss":
         module.warn("allow_data_loss=true: running steps that drop data without a backup manifest: %s"
                     % describe_dropping(dropping))

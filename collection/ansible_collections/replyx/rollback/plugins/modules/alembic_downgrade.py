@@ -110,6 +110,13 @@ options:
       - When used, the result carries a warning naming the steps and what they drop.
     type: bool
     default: false
+  backup_planned:
+    description:
+      - The caller takes the verified backup itself before the real run (a rollback plan previewing the
+        downgrade). In check mode, steps that drop data without O(backup_manifest) are then reported in the
+        result's RV(refused_without_backup) instead of a warning; a real run still needs the manifest.
+    type: bool
+    default: false
   sql_preview:
     description:
       - Also return the offline SQL of C(current:target) (alembic's C(--sql) mode); nothing is executed for it.
@@ -253,6 +260,12 @@ data_loss:
         real run would be refused).
       type: str
   sample: {steps: [a1b2c3d4e5f6], allowed_by: backup_manifest}
+refused_without_backup:
+  description: In check mode with O(backup_planned=true), why a real run without a backup manifest would be refused
+    (the steps and what they drop); null otherwise.
+  returned: always
+  type: str
+  sample: "Failed to downgrade the database: a1b2c3d4e5f6 drops assistants.widget_version; give backup_manifest ..."
 backup_manifest:
   description: The verified backup manifest that allowed the data-dropping steps.
   returned: always
@@ -358,6 +371,7 @@ def argument_spec():
         branch=dict(type="str"),
         backup_manifest=dict(type="path"),
         allow_data_loss=dict(type="bool", default=False),
+        backup_planned=dict(type="bool", default=False),
         sql_preview=dict(type="bool", default=False),
         lock_id=dict(type="int", default=DEFAULT_LOCK_ID),
         lock_timeout=dict(type="int", default=60),

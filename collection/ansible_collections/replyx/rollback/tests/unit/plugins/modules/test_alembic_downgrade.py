@@ -188,6 +188,24 @@ def test_check_mode_plans_and_changes_nothing(monkeypatch, capsys, tmp_path, pro
     assert result["lock"] is None
 
 
+def test_check_mode_with_a_planned_backup_reports_the_refusal_without_warning(monkeypatch, capsys, tmp_path, project):
+    fake = FakeHelper()
+    result = run_module(monkeypatch, capsys, tmp_path, fake, check_mode=True, project_dir=project,
+                        target="fb3228f45466", backup_planned=True)
+    assert result["_rc"] == 0 and result["would_drop_data"] is True
+    assert result["refused_without_backup"].startswith("Failed to downgrade the database: a1b2c3d4e5f6 drops assistants.widget_version")
+    assert not any("refused" in w for w in warnings_of(result))
+    assert fake.actions() == ["state"]
+
+
+def test_a_planned_backup_does_not_replace_the_manifest_in_a_real_run(monkeypatch, capsys, tmp_path, project):
+    fake = FakeHelper()
+    result = run_module(monkeypatch, capsys, tmp_path, fake, project_dir=project, target="fb3228f45466",
+                        backup_planned=True)
+    assert result["failed"] is True and "give backup_manifest" in result["msg"]
+    assert "downgrade" not in fake.actions()
+
+
 def test_refused_without_manifest(monkeypatch, capsys, tmp_path, project):
     fake = FakeHelper()
     result = run_module(monkeypatch, capsys, tmp_path, fake, project_dir=project, target="fb3228f45466")
