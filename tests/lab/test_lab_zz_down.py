@@ -32,13 +32,13 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.lab
-@pytest.mark.lab_teardown
 def _lab_status() -> subprocess.CompletedProcess:
     return subprocess.run(["make", "-s", "lab-status"], cwd=labutil.ROOT, env=labutil.env(), capture_output=True,
                           text=True, timeout=300)
 
 
+@pytest.mark.lab
+@pytest.mark.lab_teardown
 def test_lab_down_stops_everything(lab):
     assert _lab_processes(), "the lab should be running before lab-down"
     up = _lab_status()

@@ -23,6 +23,11 @@ from ansible_collections.replyx.rollback.plugins.module_utils._errors import Inp
 @pytest.fixture
 def sleeper():
     proc = subprocess.Popen(["sleep", "300"])
+    # Between fork and exec the child is still a copy of this Python: wait until it runs sleep.
+    for _i in range(100):
+        if s.proc_cmdline(proc.pid) == "sleep 300":
+            break
+        time.sleep(0.02)
     yield proc
     if proc.poll() is None:
         proc.kill()
