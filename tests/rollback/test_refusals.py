@@ -89,6 +89,8 @@ def test_check_mode_of_every_level_prints_the_plan_and_changes_nothing(baseline,
             assert proc.returncode == 0, (args, proc.stdout[-4000:])
             assert "CHECK MODE: nothing will change" in proc.stdout
             assert "Steps:" in proc.stdout
+            # planning previews (alembic in check mode) but reports no change: nothing will change
+            assert {h: c["changed"] for h, c in labutil.recap(proc.stdout).items() if c["changed"]} == {}, args
         assert lab_state() == before, args
         assert backups() == backups_before, args
         assert not LOCK_FILE.exists(), args
