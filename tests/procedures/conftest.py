@@ -1,6 +1,6 @@
-"""The procedure playbooks' own lab: a separate root and ports (.lab-procedures, 55632/8200/3201), so
-these tests never touch the default lab (.lab, 55432/8000/3001) other tests use. Brought up once per
-session; stopped (lab_down.yml) when the session ends, so nothing keeps running."""
+"""The procedure playbooks run against the default lab (.lab, or where REPLYX_LAB_ROOT and the port
+variables move it), brought up once per session by the `lab` fixture and stopped by the lab-down test at
+the end. Each run writes its artifacts to the session's own directory, never to artifacts/."""
 from __future__ import annotations
 
 import json
@@ -14,10 +14,10 @@ import pytest
 from tests import labutil
 
 ROOT = labutil.ROOT
-LAB_ROOT = ROOT / ".lab-procedures"
-PG_PORT = 55632
-BACKEND_PORT = 8200
-WORKERS_PORT = 3201
+LAB_ROOT = labutil.LAB_ROOT
+PG_PORT = labutil.PG_PORT
+BACKEND_PORT = labutil.BACKEND_PORT
+WORKERS_PORT = labutil.WORKERS_PORT
 BACKEND_URL = f"http://127.0.0.1:{BACKEND_PORT}"
 WORKERS_URL = f"http://127.0.0.1:{WORKERS_PORT}"
 BACKUP_DIR = LAB_ROOT / "postgres" / "backups"
@@ -39,7 +39,7 @@ def free_port() -> int:
 
 
 class ProcLab:
-    """Runs playbooks against the procedures lab; every run is -v and checked for secrets."""
+    """Runs playbooks against the lab; every run is -v and checked for secrets."""
 
     def __init__(self, artifacts: Path):
         self.artifacts = artifacts
@@ -67,16 +67,9 @@ def proc(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def plab(tmp_path_factory):
-    """The procedures lab, up for the session and stopped at its end."""
-    lab = ProcLab(tmp_path_factory.mktemp("artifacts"))
-    up = labutil.playbook("lab.yml", timeout=1800, **lab.env)
-    try:
-        assert up.returncode == 0, f"lab.yml failed:\n{up.stdout[-6000:]}\n{up.stderr[-3000:]}"
-        yield lab
-    finally:
-        down = labutil.playbook("lab_down.yml", timeout=600, **lab.env)
-        assert down.returncode == 0, f"lab_down.yml failed:\n{down.stdout[-4000:]}"
+def plab(lab, tmp_path_factory):
+    """The running lab, with a session directory of its own for the procedures' artifacts."""
+    return ProcLab(tmp_path_factory.mktemp("artifacts"))
 
 
 def read_json(path: Path) -> dict:

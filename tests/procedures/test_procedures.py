@@ -1,5 +1,5 @@
-"""triage.yml, validate.yml, preflight.yml and backup.yml against the procedures lab (its own root
-and ports: see conftest.py). Tests run in file order: the bad-release test redeploys v1.1.0 after."""
+"""triage.yml, validate.yml, preflight.yml and backup.yml against the running lab (see conftest.py).
+Tests run in file order: the bad-release test redeploys v1.1.0 after."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,7 @@ import pytest
 
 from tests import labutil
 
-from .conftest import BACKUP_DIR, BASELINE_FILE, PG_PORT, SUPER_DSN, mode, read_json
+from .conftest import BACKUP_DIR, BASELINE_FILE, SUPER_DSN, mode, read_json
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -149,4 +149,3 @@ def test_no_secret_in_any_artifact(plab):
     for path in files:
         text = path.read_text()
         assert not [s for s in SECRETS if s in text], path
-    assert PG_PORT == 55632
