@@ -71,10 +71,14 @@ def fleet_lab():
 
 @pytest.fixture
 def bad_fleet(fleet_lab, tmp_path):
-    """Every backend on the bad release v1.2.0 (schema at a1b2c3d4e5f6), workers on v2.0.0."""
-    if revision() != "a1b2c3d4e5f6":
-        fleet("deploy.yml", "-e", "release=v1.1.0", check=True)
-    fleet("deploy.yml", "-e", "release=bad", check=True)
+    """Every backend on the bad release v1.2.0 (schema at a1b2c3d4e5f6), workers on v2.0.0; deployed only
+    when the fleet is not there already (a rescued run leaves it there)."""
+    there = (revision() == "a1b2c3d4e5f6" and [tag(h) for h in BACKENDS] == ["v1.2.0", "v1.2.0"]
+             and all(health(p) == 200 for p in BACKENDS.values()) and [tag(h) for h in WORKERS] == ["v2.0.0", "v2.0.0"])
+    if not there:
+        if revision() != "a1b2c3d4e5f6":
+            fleet("deploy.yml", "-e", "release=v1.1.0", check=True)
+        fleet("deploy.yml", "-e", "release=bad", check=True)
     assert [tag(h) for h in BACKENDS] == ["v1.2.0", "v1.2.0"]
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
@@ -139,6 +143,11 @@ def test_a_release_that_will_not_start_on_the_second_backend_puts_every_host_bac
     assert "backend2" in report.split("## ")[0] or "on backend2" in report
     history = json.loads((FLEET_ROOT / "backend1" / "release_history.json").read_text())
     assert history[-1]["result"] == "rescue" and history[-1]["tag"] == "v1.2.0"
+    assert history[-1]["rolled_back_from"] == "v1.1.1"
+    # the failed target is not "last known good" on the host where it had started: the next plan avoids it
+    plan = _run(bad_fleet, "-e", "level=critical", "--check")
+    assert plan.returncode == 0, plan.stdout[-3000:]
+    assert "Backend hosts: backend1 v1.2.0 -> v1.1.0, backend2 v1.2.0 -> v1.1.0;" in " ".join(plan.stdout.split())
 
 
 # Last: it downgrades the schema, and the next bad_fleet would first have to deploy v1.1.0 again.

@@ -123,6 +123,11 @@ LAST_GOOD = [
     ("everything else bad: the running one stays", [h("v1.1.0"), h("v1.2.0", rolled_back_from="v1.1.0")],
      "v1.2.0", "v1.2.0"),
     ("running release unknown", BE_HIST, "", "v1.2.0"),
+    # a fleet rollback to v1.1.1 started on this host, failed on another, and was rescued back to v1.2.0:
+    # the release the rescue moved away from is not known good, whatever it did on this host
+    ("a release a rescue moved away from is bad",
+     BE_HIST + [h("v1.1.1", "rollback", rolled_back_from="v1.2.0"), h("v1.2.0", "rescue", rolled_back_from="v1.1.1")],
+     "v1.2.0", "v1.1.0"),
     ("a rolled-back-from of None is harmless", [h("v1.0.0", rolled_back_from=None), h("v1.1.0")], "v1.1.0", "v1.0.0"),
 ]
 
