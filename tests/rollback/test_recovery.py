@@ -74,6 +74,17 @@ def test_pitr_recovers_to_the_recorded_time(baseline, artifacts):
     labutil.psql("select pg_switch_wal()")
     time.sleep(3)
     try:
+        # --check finds the same tools as the real run (pg_waldump in the server's bin dir) and changes nothing
+        forensic_before = sorted((labutil.LAB_ROOT / "postgres" / "forensic").glob("data-*"))
+        check = labutil.playbook("pitr.yml", "-e", f"recovery_target_time='{target}'", "-e", f"approvals={TWO}", "--check",
+                                 REPLYX_ARTIFACTS_DIR=artifacts, timeout=900)
+        assert check.returncode == 0, check.stdout[-4000:]
+        assert "CHECK MODE: nothing will change" in check.stdout and "Steps:" in check.stdout
+        assert labutil.psql("select count(*) from pitr_probe") == "200"
+        assert labutil.psql("select to_regclass('ai_token_usage') is null") == "True"
+        assert sorted((labutil.LAB_ROOT / "postgres" / "forensic").glob("data-*")) == forensic_before
+        assert not LOCK_FILE.exists()
+
         _play("pitr.yml", "-e", f"recovery_target_time='{target}'", "-e", f"approvals={TWO}", artifacts=artifacts)
         assert labutil.psql("select count(*), max(id) from pitr_probe") == "100|100"
         assert int(labutil.psql("select count(*) from ai_token_usage")) > 0
