@@ -62,6 +62,15 @@ def test_restore_refuses_a_backup_whose_checksum_does_not_match(baseline, artifa
     assert fingerprints() == before and not LOCK_FILE.exists()
 
 
+def _wait(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return predicate()
+
+
 def test_pitr_recovers_to_the_recorded_time(baseline, artifacts):
     _play("backup.yml", "-e", "backup_kind=physical", artifacts=artifacts)
     labutil.psql("create table pitr_probe(id int primary key)")
@@ -91,11 +100,39 @@ def test_pitr_recovers_to_the_recorded_time(baseline, artifacts):
         assert labutil.psql("select pg_is_in_recovery()") == "False"
         forensic = list((labutil.LAB_ROOT / "postgres" / "forensic").glob("data-*"))
         assert forensic, "the old data directory must be kept"
+        timeline = int(labutil.psql("select timeline_id from pg_control_checkpoint()"))
+        assert timeline >= 2
         report = reports(artifacts)[-1].read_text()
-        assert "Point-in-time recovery" in report and "timeline 2" in report
+        assert "Point-in-time recovery" in report and f"timeline {timeline}" in report
         assert lab_state()["revision"] == "a1b2c3d4e5f6"
+
+        # PITR coverage is back at once (no lab.yml in between): archiving on, a WAL switch reaches the
+        # archive, a verified base backup on the new timeline, and the report says so
+        assert labutil.psql("show archive_mode") == "on"
+        wal = labutil.psql("select pg_walfile_name(pg_switch_wal())")
+        archive = labutil.LAB_ROOT / "postgres" / "wal_archive"
+        assert _wait(lambda: (archive / wal).exists()), f"{wal} never reached the archive"
+        bases = sorted((json.loads(p.read_text()) for p in (labutil.LAB_ROOT / "postgres" / "basebackups").glob("*.manifest.json")),
+                       key=lambda m: m["created"])
+        assert (bases[-1]["label"] or "").startswith("after-pitr-") and bases[-1]["verified"], bases[-1]
+        assert bases[-1]["timeline"] == timeline
+        assert "PITR coverage restored" in " ".join(report.split())
+
+        # a second PITR, to a time after the first one, succeeds on the new timeline
+        labutil.psql("insert into pitr_probe select generate_series(101, 150)")
+        time.sleep(1.5)
+        target2 = labutil.psql("select now()")
+        time.sleep(1.5)
+        labutil.psql("insert into pitr_probe select generate_series(151, 300)")
+        labutil.psql("select pg_switch_wal()")
+        time.sleep(3)
+        _play("pitr.yml", "-e", f"recovery_target_time='{target2}'", "-e", f"approvals={TWO}", artifacts=artifacts)
+        assert labutil.psql("select count(*), max(id) from pitr_probe") == "150|150"
+        assert int(labutil.psql("select timeline_id from pg_control_checkpoint()")) == timeline + 1
+        assert labutil.psql("show archive_mode") == "on"
+    except BaseException:
+        # put the lab's PostgreSQL back in shape for the next tests, whatever failed
+        labutil.playbook("lab.yml", "--limit", "postgres", timeout=900)
+        raise
     finally:
         labutil.psql("drop table if exists pitr_probe")
-        # the lab archives again (the postgres role turns archive_mode back on after a PITR)
-        labutil.playbook("lab.yml", "--limit", "postgres", check=True)
-    assert labutil.psql("show archive_mode") == "on"
