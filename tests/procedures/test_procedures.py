@@ -10,7 +10,7 @@ import pytest
 
 from tests import labutil
 
-from .conftest import BACKUP_DIR, BASELINE_FILE, SUPER_DSN, mode, read_json
+from .conftest import BACKUP_DIR, BASEBACKUP_DIR, BASELINE_FILE, SUPER_DSN, mode, read_json
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -40,6 +40,8 @@ def test_triage_snapshot_has_the_first_five_minutes(plab):
     wk = snap["workers"]
     assert wk["ok"] is True and wk["active_workers"] == wk["expected_workers"] == 4 and wk["release"] == "v2.0.0"
     assert "migration  alembic      OK   a1b2c3d4e5f6" in run.stdout
+    assert db["wal_archiving"]["archive_mode"] == "on" and db["wal_archiving"]["enabled"] is True
+    assert "database   archiving    OK   archive_mode on, last archived " in run.stdout
     assert f"HEALTHY - snapshot {path}" in run.stdout
 
 
@@ -84,21 +86,33 @@ def test_validate_fails_on_the_bad_release_naming_dialogs_and_the_threshold(plab
 
 
 def test_preflight_fails_without_a_backup_and_passes_after_backup_yml(plab):
-    for entry in BACKUP_DIR.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    for directory in (BACKUP_DIR, BASEBACKUP_DIR):
+        for entry in directory.iterdir() if directory.exists() else []:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     run = plab.run("preflight.yml")
+    flat = " ".join(run.stdout.split())
     assert run.returncode == 2
     assert "FAIL | required | Full backup completed and verified | no verified logical backup" in run.stdout
-    assert "Preflight failed: Full backup completed and verified." in run.stdout
+    assert "FAIL | required | Point-in-time recovery possible (WAL archiving, base backup) | archive_mode on," in flat
+    assert "no verified base backup in " in flat and "run playbooks/backup.yml -e backup_kind=physical" in flat
+    assert ("Preflight failed: Full backup completed and verified; "
+            "Point-in-time recovery possible (WAL archiving, base backup).") in flat
     assert "PASS | required | Rollback path known - previous good backend release" in run.stdout
-    assert "database at a1b2c3d4e5f6, one step down is fb3228f45466" in run.stdout.replace("\n        ", " ")
+    assert "database at a1b2c3d4e5f6, one step down is fb3228f45466" in flat
 
     plab.run("backup.yml", check=True)
+    run = plab.run("preflight.yml")
+    assert run.returncode == 2 and "Preflight failed: Point-in-time recovery possible" in " ".join(run.stdout.split())
+    plab.run("backup.yml", "-e", "backup_kind=physical", check=True)
     run = plab.run("preflight.yml", check=True)
     assert "Preflight passed" in run.stdout
+    assert ("PASS | required | Point-in-time recovery possible (WAL archiving, base backup) | archive_mode on"
+            in " ".join(run.stdout.split()))
+    assert "[WARNING]" not in run.stdout + run.stderr
     result = read_json(_newest(plab, "preflight-*.json"))
     assert result["passed"] is True and result["backup"]["verified"] is True
     assert result["backup"]["alembic_revision"] == "a1b2c3d4e5f6"
+    assert result["base_backup"]["kind"] == "physical" and result["wal_archiving"]["enabled"] is True
 
     # a backup altered after the fact does not count; an older limit than its age does not either
     dump = BACKUP_DIR / result["backup"]["name"]
