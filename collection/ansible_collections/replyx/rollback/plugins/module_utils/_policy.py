@@ -751,11 +751,18 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
     wk_target_of = dict((r["host"], r["release_target"]) for r in workers_hosts)
     wk_before_of = dict((r["host"], r["release_before"]) for r in workers_hosts)
 
+    # A plan that is only written (low) may name a revision no known release runs at: it says so, exactly;
+    # executing it is refused above until -e stable_release=<tag> names the release.
+    unknown_target = ("no known release at %s (pass -e stable_release=<tag> to execute)" % mig.get("target", "")
+                      if action == "migration" else "unknown")
+
     def code_backend():
-        return per_host("code_backend", backend_batches, lambda h: "%s -> %s" % (be_before_of[h], be_target_of[h]))
+        return per_host("code_backend", backend_batches,
+                        lambda h: "%s -> %s" % (be_before_of[h] or "none running", be_target_of[h] or unknown_target))
 
     def code_workers():
-        return per_host("code_workers", workers_batches, lambda h: "%s -> %s" % (wk_before_of[h], wk_target_of[h]))
+        return per_host("code_workers", workers_batches,
+                        lambda h: "%s -> %s" % (wk_before_of[h] or "none running", wk_target_of[h] or unknown_target))
 
     def expand(name):
         if name == "triage":
@@ -878,6 +885,7 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
         "code_rollback": code_rollback,
         "restore_mode": req["restore_mode"],
         "restore_tables": list(req["restore_tables"]),
+        "unknown_target": unknown_target,
     }
     plan["text"] = render_plan_text(plan, check_mode)
     return plan
@@ -925,14 +933,16 @@ def render_plan_text(plan, check_mode):
         plan["rollback_type"], plan["window"], plan["approval_role"],
         (" x%d (data can be lost)" % plan["approvers_required"]) if plan["approvers_required"] > 1 else ""))
     lines.append("Environment: %s" % plan["environment"])
+    unknown = plan.get("unknown_target") or "unknown"
     lines.append("Backend release: %s -> %s; workers release: %s -> %s" % (
-        plan["backend_release_before"] or "?", plan["backend_release_target"] or "?",
-        plan["workers_release_before"] or "?", plan["workers_release_target"] or "?"))
+        plan["backend_release_before"] or "none running", plan["backend_release_target"] or unknown,
+        plan["workers_release_before"] or "none running", plan["workers_release_target"] or unknown))
     for group in ("backend", "workers"):
         rows = plan["%s_hosts" % group]
         lines.append("%s hosts: %s; batches: %s" % (
             group.capitalize(),
-            ", ".join("%s %s -> %s" % (r["host"], r["release_before"] or "?", r["release_target"] or "?") for r in rows),
+            ", ".join("%s %s -> %s" % (r["host"], r["release_before"] or "none running", r["release_target"] or unknown)
+                      for r in rows),
             " then ".join("[%s]" % ", ".join(b) for b in plan["%s_batches" % group])))
     if plan["action"] == "migration":
         lines.append("Alembic: %s -> %s (%d step(s)%s), order %s" % (

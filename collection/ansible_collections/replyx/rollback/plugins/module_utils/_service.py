@@ -534,8 +534,10 @@ def wait_ready(params, stopping=False, abort=None):
         seen = []
         if not wait_until(lambda: seen.append(url_status(params["wait_url"])) or seen[-1] in params["wait_status"],
                           remaining, abort=abort):
-            problems.append("%s answered %s, expected %s" % (
-                params["wait_url"], seen[-1] if seen else None, "/".join(str(s) for s in params["wait_status"])))
+            last = seen[-1] if seen else None
+            expected = "/".join(str(s) for s in params["wait_status"])
+            problems.append("%s answered %s, expected %s" % (params["wait_url"], last, expected) if last is not None
+                            else "%s gave no HTTP answer, expected %s" % (params["wait_url"], expected))
     return problems
 
 

@@ -512,7 +512,8 @@ PLAN_TEXT = [
     ({"level": "critical"}, state(), False, ["(EXECUTING)", "Level: critical - Immediate code rollback",
                                              "approval: executive\n"]),
     ({"level": "high", "target": "widget_version"}, state(be_hist=[h("v1.2.0", rev="x")], migration=MIG_DROP), True,
-     ["Backend release: v1.2.0 -> ?;"]),
+     ["Backend release: v1.2.0 -> no known release at fb3228f45466 (pass -e stable_release=<tag> to execute);",
+      "code_backend on backend1: v1.2.0 -> no known release at fb3228f45466"]),
     ({"level": "auto"}, state(auto={"level": "critical", "reason": "failure_rate_percent = 100.0 > 90"}), True,
      ["Level: critical (chosen by level=auto: failure_rate_percent = 100.0 > 90) - Immediate code rollback"]),
     ({"level": "medium", "component": "indexes"}, state(indexes={"would_drop": []}), True,
@@ -883,3 +884,39 @@ def test_module_stub_refuses_to_run_on_a_host(tmp_path):
                           env=dict(os.environ, PYTHONPATH=collections))
     result = json.loads(proc.stdout)
     assert result["failed"] and "runs on the controller as an action plugin" in result["msg"]
+
+
+# ------------------------------------------------------------------- every level's plan says exactly what
+
+IDX = {"would_drop": ["ix_dialogs_created"], "absent": [], "sql": ["DROP INDEX CONCURRENTLY ix_dialogs_created"]}
+EXACT = [
+    ("critical", {"level": "critical"}, {}),
+    ("critical, two hosts each", {"level": "critical"}, {"nb": 2, "nw": 2}),
+    ("high", {"level": "high", "target": "widget_version"}, {"migration": MIG_DROP}),
+    ("high, additive", {"level": "high", "target": "pgvector_indexes"},
+     {"migration": MIG_ADDITIVE, "be_hist": BE_HIST[:1] + [h("v1.1.0", rev="165e5d314eaf")] + BE_HIST[2:]}),
+    ("low, a revision no release runs at", {"level": "low", "target": "pgvector_indexes"}, {"migration": MIG_ADDITIVE}),
+    ("low, component", {"level": "low", "component": "backend"}, {}),
+] + [("medium " + c, {"level": "medium", "component": c}, {"indexes": IDX} if c == "indexes" else {})
+     for c in ("backend", "workers", "config", "dependencies", "worker_config", "indexes")]
+
+
+@pytest.mark.parametrize("check", [False, True], ids=["run", "check"])
+@pytest.mark.parametrize("raw, st", [c[1:] for c in EXACT], ids=[c[0] for c in EXACT])
+def test_every_plan_names_every_release_and_field(raw, st, check):
+    plan = plan_for(raw, state(**st), check=check)
+    assert "?" not in plan["text"], plan["text"]
+    for step in plan["steps"]:
+        assert step["detail"].strip() and not step["detail"].rstrip().endswith("->"), step
+    for row in plan["backend_hosts"] + plan["workers_hosts"]:
+        assert row["release_before"], row
+
+
+
+def test_executing_a_plan_with_no_known_release_at_the_revision_is_refused():
+    msg = refusal(plan_for, {"level": "low", "target": "pgvector_indexes", "window": "now"}, state(migration=MIG_ADDITIVE))
+    assert "no known-good release in the backend release history runs at revision 165e5d314eaf" in msg
+    assert "Pass -e stable_release=<tag>." in msg
+    plan = plan_for({"level": "low", "target": "pgvector_indexes", "window": "now", "stable_release": "v1.1.0"},
+                    state(migration=MIG_ADDITIVE))
+    assert "Backend release: v1.2.0 -> v1.1.0;" in plan["text"]
