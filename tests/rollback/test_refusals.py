@@ -26,6 +26,8 @@ def _flat(proc) -> str:
     (["-e", "level=high", "-e", "target=widget_version", "-e", "approvals=lead:team_lead:INC-2"],
      "two distinct approvers, because this rollback can lose data (the downgrade drops data)"),
     (["-e", "level=high", "-e", "target=nosuchrev", "-e", f"approvals={APPROVALS['high']}"], "nosuchrev"),
+    (["-e", "level=critical", "-e", "stable_release=v9.9.9", "-e", f"approvals={APPROVALS['critical']}"],
+     "unknown backend release 'v9.9.9' (not in the repository of backend). Valid releases: v1.0.0, v1.1.0, "),
     (["-e", "level=critical", "-e", "recovery=restore", "-e", "recovery_backup=/nonexistent/backup.manifest.json",
       "-e", "approvals=ceo:executive:INC-1,cto:executive:INC-1"], "Failed to"),
 ])

@@ -622,7 +622,8 @@ def _hosts_of(state, group, required=True):
                     "history": [_decoded(e, dict, "every entry of %s's history" % host)
                                 for e in _decoded(h.get("history"), list, "%s's history" % host)],
                     "config_backup": h["config_backup"] if "config_backup" in h else backups.get(host),
-                    "config_backup_path": h.get("config_backup_path")})
+                    "config_backup_path": h.get("config_backup_path"),
+                    "checked_release": h.get("checked_release") if isinstance(h.get("checked_release"), dict) else {}})
     if not out and required:
         raise PolicyError("the state has no %s host" % group, "Give every host of the group in state.%s." % group,
                           verb="plan")
@@ -696,6 +697,19 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
             wk_target = _group_answer(
                 "workers", workers, answers,
                 "Roll the workers back on their own with -e level=medium -e component=workers -e stable_release=<tag>.")
+    def check_release_exists(group, hosts):
+        # the hosts' query (app_release state=query release=<stable_release>) said whether the tag exists
+        for h in hosts:
+            checked = h["checked_release"]
+            if checked.get("release") == stable and checked.get("known") is False:
+                raise PolicyError("unknown %s release '%s' (not in the repository of %s)" % (group, stable, h["host"]),
+                                  "Valid releases: %s. Pass one with -e stable_release=<tag>."
+                                  % (", ".join(checked.get("valid") or []) or "none"), verb="plan")
+
+    if stable and be_moves:
+        check_release_exists("backend", backend)
+    if stable and wk_moves and action == "component":
+        check_release_exists("workers", workers)
     missing = ((action == "code" and code_rollback and (not be_target or not wk_target))
                or (be_moves and action != "migration" and not be_target)
                or (wk_moves and not wk_target))

@@ -122,6 +122,13 @@ class Git(object):
         _rc, out = self.run(["tag", "--list"], "list the releases")
         return sorted(out.split())
 
+    def remote_tags(self, repo_url):
+        """The tags of ``repo_url`` (git ls-remote: reads only, nothing is fetched)."""
+        rc, out = self.run(["ls-remote", "--tags", "--refs", repo_url], "list the releases of the repository", check=False)
+        if rc != 0:
+            return None
+        return sorted(line.split("refs/tags/", 1)[1] for line in out.splitlines() if "refs/tags/" in line)
+
     def fetch(self, repo_url):
         self.run(["fetch", "--quiet", "--tags", repo_url], "fetch the releases")
 
@@ -134,6 +141,19 @@ class Git(object):
 
 def _query(git, params):
     return dict(release=git.tag_at_head(), commit=git.head(), history=read_history(params["history"]))
+
+
+def _check_release(git, params):
+    """state=query with a release: does it exist here or in repo_url? Reads only (ls-remote, no fetch), so a
+    plan can refuse an unknown release before anything changes."""
+    release = params["release"]
+    if git.commit_of(release):
+        return dict(release=release, known=True, where="local")
+    remote = git.remote_tags(params["repo_url"]) if params["repo_url"] else None
+    if remote is not None and release in remote:
+        return dict(release=release, known=True, where="repository")
+    valid = sorted(set(git.tags()) | set(remote or []))
+    return dict(release=release, known=False, valid=valid)
 
 
 def _resolve(git, params):
@@ -199,6 +219,8 @@ def run(module):
                   history=before["history"], steps=[])
     if params["state"] == "query":
         result.update(release=before["release"], commit=before["commit"])
+        if params["release"]:
+            result["checked_release"] = _check_release(git, params)
         return result
 
     commit = _resolve(git, params)

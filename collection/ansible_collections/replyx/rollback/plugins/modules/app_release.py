@@ -60,6 +60,8 @@ options:
   release:
     description:
       - The release (a git tag) to prepare or run. Required unless O(state=query).
+      - With O(state=query), the release to check for (RV(checked_release)), in the working tree or with
+        C(git ls-remote) in O(repo_url); nothing is fetched or changed.
     type: str
   repo_url:
     description:
@@ -187,6 +189,12 @@ steps:
   type: list
   elements: str
   sample: ["git checkout v1.0.0 (0a1b2c3d4e5f)", "restart replyx-backend (pm2) and wait for http://127.0.0.1:8000/health"]
+checked_release:
+  description:
+    - Whether O(release) exists (V(known)), and where; when it does not, the releases that do (V(valid)).
+  returned: when O(state) is V(query) and O(release) is given
+  type: dict
+  sample: {release: v9.9.9, known: false, valid: [v1.0.0, v1.1.0, v1.2.0]}
 dependencies_differ:
   description: Whether O(dependency_files) differ between the running and the target commit.
   returned: when O(state) is V(prepared) or V(running)

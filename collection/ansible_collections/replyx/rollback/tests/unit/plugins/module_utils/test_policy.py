@@ -920,3 +920,34 @@ def test_executing_a_plan_with_no_known_release_at_the_revision_is_refused():
     plan = plan_for({"level": "low", "target": "pgvector_indexes", "window": "now", "stable_release": "v1.1.0"},
                     state(migration=MIG_ADDITIVE))
     assert "Backend release: v1.2.0 -> v1.1.0;" in plan["text"]
+
+
+def _checked(st, group, release, known, valid=()):
+    for host in st[group]:
+        host["checked_release"] = {"release": release, "known": known, "valid": list(valid)}
+    return st
+
+
+STABLE = [
+    ("critical, unknown backend release", {"level": "critical", "stable_release": "v9.9.9"},
+     _checked(state(nb=2), "backend", "v9.9.9", False, ["v1.0.0", "v1.1.0"]),
+     "unknown backend release 'v9.9.9' (not in the repository of backend1). Valid releases: v1.0.0, v1.1.0."),
+    ("medium backend, unknown release", {"level": "medium", "component": "backend", "stable_release": "v9"},
+     _checked(state(), "backend", "v9", False, ["v1.0.0"]), "unknown backend release 'v9'"),
+    ("medium workers, unknown release", {"level": "medium", "component": "workers", "stable_release": "v9"},
+     _checked(state(), "workers", "v9", False, ["v2.0.0"]), "unknown workers release 'v9' (not in the repository of workers1)"),
+    ("high, unknown release", {"level": "high", "target": "widget_version", "stable_release": "v9"},
+     _checked(state(migration=MIG_DROP), "backend", "v9", False, []), "Valid releases: none."),
+]
+
+
+@pytest.mark.parametrize("raw, st, message", [c[1:] for c in STABLE], ids=[c[0] for c in STABLE])
+def test_an_unknown_stable_release_is_refused_while_planning(raw, st, message):
+    assert message in refusal(plan_for, raw, st, True)
+
+
+def test_a_known_stable_release_plans_and_other_groups_checks_do_not_matter():
+    st = _checked(_checked(state(), "backend", "v1.0.0", True), "workers", "v1.0.0", False, ["v2.0.0"])
+    plan = plan_for({"level": "critical", "stable_release": "v1.0.0"}, st, True)
+    assert "Backend release: v1.2.0 -> v1.0.0;" in plan["text"]
+

@@ -94,6 +94,28 @@ def test_query_reports_the_running_release_and_history(monkeypatch, capsys, tmp_
     assert [h["tag"] for h in result["history"]] == ["v1", "v2"]
 
 
+@pytest.mark.parametrize("release, pushed, expected", [
+    ("v1", False, {"release": "v1", "known": True, "where": "local"}),
+    ("v4", True, {"release": "v4", "known": True, "where": "repository"}),
+    ("v9.9.9", True, {"release": "v9.9.9", "known": False, "valid": ["v1", "v2", "v3", "v4"]}),
+    ("v9.9.9", False, {"release": "v9.9.9", "known": False, "valid": ["v1", "v2", "v3"]}),
+], ids=["in the working tree", "only in the repository", "unknown", "unknown, nothing new upstream"])
+def test_query_checks_a_release_without_changing_anything(monkeypatch, capsys, tmp_path, app, repo, release, pushed,
+                                                          expected):
+    if pushed:
+        src = tmp_path / "src"
+        (src / "VERSION").write_text("v4\n")
+        git(src, "commit", "-qam", "v4")
+        git(src, "tag", "v4")
+        git(src, "push", "-q", str(repo), "v4")
+    refs_before = git(app, "show-ref")
+    result = run_module(monkeypatch, capsys, tmp_path, app="backend", app_dir=str(app), state="query",
+                        release=release, repo_url=str(repo))
+    assert result["_rc"] == 0 and result["changed"] is False
+    assert result["checked_release"] == expected
+    assert result["release"] == "v2" and git(app, "show-ref") == refs_before   # nothing fetched
+
+
 def test_prepared_fetches_a_new_release_and_keeps_the_running_checkout(monkeypatch, capsys, tmp_path, app, repo):
     src = tmp_path / "src"
     (src / "VERSION").write_text("v4\n")
