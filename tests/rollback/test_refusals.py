@@ -42,6 +42,27 @@ def test_bad_input_is_refused_before_anything_changes(baseline, artifacts, args,
     assert list(artifacts.iterdir()) == []
 
 
+@pytest.mark.parametrize("component, path", [
+    ("config", labutil.APP_DIR / ".env.backup"),
+    ("worker_config", labutil.WORKERS_APP_DIR / "config" / "production.json.backup"),
+])
+def test_a_configuration_rollback_without_a_backup_is_refused_naming_the_file(baseline, artifacts, component, path):
+    aside = path.with_name(path.name + ".aside")
+    if path.exists():
+        path.rename(aside)
+    try:
+        before = lab_state()
+        proc = rollback("-e", "level=medium", "-e", f"component={component}", "-e", f"approvals={APPROVALS['medium']}",
+                        artifacts=artifacts)
+        out = _flat(proc)
+        assert proc.returncode != 0
+        assert f"{path} does not exist on " in out and "there is no previous configuration to restore" in out, out[-2000:]
+        assert lab_state() == before and not LOCK_FILE.exists() and list(artifacts.iterdir()) == []
+    finally:
+        if aside.exists():
+            aside.rename(path)
+
+
 def test_pitr_target_outside_the_window_names_the_window(baseline, artifacts):
     proc = rollback("-e", "level=critical", "-e", "recovery=pitr", "-e", "recovery_target_time=2001-01-01 00:00:00+00",
                     "-e", "approvals=ceo:executive:INC-1,cto:executive:INC-1", artifacts=artifacts)

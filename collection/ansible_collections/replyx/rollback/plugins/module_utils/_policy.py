@@ -614,6 +614,7 @@ def _decoded(value, kind, where):
 def _hosts_of(state, group, required=True):
     hosts = _decoded(state.get(group), list, "state.%s" % group)
     backups = _decoded(state.get("config_backups"), dict, "state.config_backups")
+    backup_paths = _decoded(state.get("config_backup_paths"), dict, "state.config_backup_paths")
     out = []
     for h in hosts:
         h = _decoded(h, dict, "every host of state.%s" % group)
@@ -622,7 +623,7 @@ def _hosts_of(state, group, required=True):
                     "history": [_decoded(e, dict, "every entry of %s's history" % host)
                                 for e in _decoded(h.get("history"), list, "%s's history" % host)],
                     "config_backup": h["config_backup"] if "config_backup" in h else backups.get(host),
-                    "config_backup_path": h.get("config_backup_path"),
+                    "config_backup_path": h.get("config_backup_path") or backup_paths.get(host),
                     "checked_release": h.get("checked_release") if isinstance(h.get("checked_release"), dict) else {}})
     if not out and required:
         raise PolicyError("the state has no %s host" % group, "Give every host of the group in state.%s." % group,
