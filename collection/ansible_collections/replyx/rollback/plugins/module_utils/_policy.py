@@ -698,6 +698,7 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
             wk_target = _group_answer(
                 "workers", workers, answers,
                 "Roll the workers back on their own with -e level=medium -e component=workers -e stable_release=<tag>.")
+
     def check_release_exists(group, hosts):
         # the hosts' query (app_release state=query release=<stable_release>) said whether the tag exists
         for h in hosts:

@@ -915,7 +915,6 @@ def test_every_plan_names_every_release_and_field(raw, st, check):
         assert row["release_before"], row
 
 
-
 def test_executing_a_plan_with_no_known_release_at_the_revision_is_refused():
     msg = refusal(plan_for, {"level": "low", "target": "pgvector_indexes", "window": "now"}, state(migration=MIG_ADDITIVE))
     assert "no known-good release in the backend release history runs at revision 165e5d314eaf" in msg
@@ -953,4 +952,3 @@ def test_a_known_stable_release_plans_and_other_groups_checks_do_not_matter():
     st = _checked(_checked(state(), "backend", "v1.0.0", True), "workers", "v1.0.0", False, ["v2.0.0"])
     plan = plan_for({"level": "critical", "stable_release": "v1.0.0"}, st, True)
     assert "Backend release: v1.2.0 -> v1.0.0;" in plan["text"]
-
