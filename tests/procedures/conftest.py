@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -14,16 +13,10 @@ import pytest
 from tests import labutil
 
 ROOT = labutil.ROOT
-LAB_ROOT = labutil.LAB_ROOT
-PG_PORT = labutil.PG_PORT
-BACKEND_PORT = labutil.BACKEND_PORT
-WORKERS_PORT = labutil.WORKERS_PORT
-BACKEND_URL = f"http://127.0.0.1:{BACKEND_PORT}"
-WORKERS_URL = f"http://127.0.0.1:{WORKERS_PORT}"
-BACKUP_DIR = LAB_ROOT / "postgres" / "backups"
-BASEBACKUP_DIR = LAB_ROOT / "postgres" / "basebackups"
-BASELINE_FILE = LAB_ROOT / "backend" / "baseline.json"
-SUPER_DSN = f"postgresql://postgres:LabSuperPw-5d8e0b44@127.0.0.1:{PG_PORT}/chatai"
+BACKUP_DIR = labutil.LAB_ROOT / "postgres" / "backups"
+BASEBACKUP_DIR = labutil.LAB_ROOT / "postgres" / "basebackups"
+BASELINE_FILE = labutil.LAB_ROOT / "backend" / "baseline.json"
+SUPER_DSN = labutil.SUPER_DSN
 # Every secret of inventories/lab/group_vars/all.yml, read from the file itself so a new one is covered.
 _GROUP_VARS = (ROOT / "inventories" / "lab" / "group_vars" / "all.yml").read_text()
 SECRETS = tuple(sorted({line.split(":", 1)[1].strip() for line in _GROUP_VARS.splitlines()
@@ -32,20 +25,13 @@ SECRETS = tuple(sorted({line.split(":", 1)[1].strip() for line in _GROUP_VARS.sp
 WEBHOOK_TOKEN = "xoxb-ProcTestWebhookToken-42"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ProcLab:
     """Runs playbooks against the lab; every run is -v and checked for secrets."""
 
     def __init__(self, artifacts: Path):
         self.artifacts = artifacts
-        self.env = {"REPLYX_LAB_ROOT": str(LAB_ROOT), "REPLYX_PG_PORT": PG_PORT,
-                    "REPLYX_BACKEND_PORT": BACKEND_PORT, "REPLYX_WORKERS_PORT": WORKERS_PORT,
-                    "REPLYX_ARTIFACTS_DIR": str(artifacts), "REPLYX_WEBHOOK_URL": ""}
+        # the lab's location comes from the environment, as labutil reads it
+        self.env = {"REPLYX_ARTIFACTS_DIR": str(artifacts), "REPLYX_WEBHOOK_URL": ""}
 
     def run(self, name: str, *args: str, check: bool = False, verbose: bool = True, timeout: int = 900,
             **env) -> subprocess.CompletedProcess:
