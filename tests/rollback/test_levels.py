@@ -3,6 +3,7 @@ data is intact, the incident report says what happened, and a second run changes
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -24,9 +25,18 @@ def _ok(proc):
 
 
 def _report(artifacts) -> str:
+    """The newest incident report, checked to be complete: every time labelled, no empty or unknown field."""
     found = reports(artifacts)
     assert found, "no incident report written"
-    return found[-1].read_text()
+    report = found[-1].read_text()
+    summary = report.split("## Timeline")[0]
+    revisions = report.split("## Revisions and releases")[1].split("## ")[0]
+    assert re.search(r"\*\*Times:\*\* command started \S+; lock taken \S+; service restored \S+ \(.+\); run ended \S+",
+                     summary), summary
+    assert "| - |" not in revisions and not revisions.rstrip().endswith("| - |"), revisions
+    unknown = [line for line in report.splitlines() if re.search(r"(^|[\s(:|])\?($|[\s),;|])", line)]
+    assert not unknown, unknown
+    return report
 
 
 def _no_secrets(proc, artifacts):

@@ -403,6 +403,13 @@ def last_known_good(history, current):
     return tag or (current if history else "")
 
 
+def release_head(history, tag):
+    """The alembic head a release runs at, as its newest successful deploy or rollback recorded it, or ''."""
+    good = [h for h in history or [] if h.get("tag") == tag and h.get("alembic_revision")
+            and h.get("result") in HISTORY_GOOD]
+    return good[-1]["alembic_revision"] if good else ""
+
+
 def release_for_revision(history, current, revision):
     """The newest known-good release recorded at an alembic revision (the running release counts only when it
     is itself the result of a rollback), or ''."""
@@ -611,6 +618,65 @@ def _decoded(value, kind, where):
     return value
 
 
+def _schema_check(release, backend, database_revision, code_schema):
+    """Can the backend release a code rollback deploys run on the schema the database is at?
+
+    ``database_revision``: the database's alembic revision ('' when it could not be read). ``code_schema`` (the
+    second pass): ``{release, head, head_error, preview}``, the head read from the release's own migration scripts
+    when no deploy recorded it, and the downgrade preview from the database's revision to that head with the
+    running release's migrations (alembic_downgrade in check mode). Returns the plan's ``schema_check``:
+    ``needs`` ('' when decided, 'head' or 'preview' for the playbook) and ``verdict`` (same, ahead, unknown).
+    Refuses (PolicyError) when the release cannot run on the schema."""
+    code_schema = code_schema or {}
+    if code_schema and code_schema.get("release") != release:
+        raise PolicyError("state.code_schema is about release %s, but the plan deploys %s"
+                          % (code_schema.get("release"), release), verb="plan")
+    heads = [release_head(h["history"], release) for h in backend]
+    head = next((x for x in heads if x), "") or _text(code_schema.get("head")).strip()
+    out = {"release": release, "head": head, "database_revision": database_revision, "needs": "",
+           "verdict": "", "ahead_by": [], "note": ""}
+    if not database_revision:
+        out.update(verdict="unknown", note="the database's alembic revision could not be read, so whether %s runs on "
+                   "its schema is not checked" % release)
+        return out
+    if head == database_revision:
+        out.update(verdict="same", note="stays at %s, the revision %s runs at" % (head, release))
+        return out
+    if not code_schema:
+        out["needs"] = "preview" if head else "head"
+        return out
+    if not head:
+        raise PolicyError("the alembic head of release %s is unknown (no deploy recorded it and its migration scripts "
+                          "could not be read: %s), so whether it runs on the database's schema (%s) cannot be checked"
+                          % (release, _text(code_schema.get("head_error")) or "no answer", database_revision),
+                          "Roll back with -e level=high -e target=<revision> -e stable_release=%s, or name a release "
+                          "deployed here before with -e stable_release=<tag>." % release, verb="plan")
+    preview = code_schema.get("preview") or {}
+    high = "-e level=high -e target=%s -e stable_release=%s" % (head, release)
+    at_db = [t for t in (release_for_revision(h["history"], h["release"], database_revision) for h in backend) if t]
+    other = ("a release at %s (%s) with -e stable_release=<tag>" % (database_revision, at_db[0]) if at_db
+             else "a release at %s with -e stable_release=<tag>" % database_revision)
+    if preview.get("failed") or not isinstance(preview.get("steps"), list):
+        raise PolicyError("release %s runs at alembic revision %s, which the running release's migrations do not reach by "
+                          "a downgrade from the database's revision %s (%s)"
+                          % (release, head, database_revision, _text(preview.get("msg")) or "no preview"),
+                          "Choose %s." % other, verb="plan")
+    steps = preview["steps"]
+    not_additive = [s.get("revision", "?") for s in steps if s.get("additive") is not True]
+    if not_additive:
+        raise PolicyError("release %s runs at alembic revision %s, but the database is at %s and %s between them %s not "
+                          "declared additive, so %s cannot run on this schema"
+                          % (release, head, database_revision, ", ".join(not_additive),
+                             "is" if len(not_additive) == 1 else "are", release),
+                          "Downgrade the schema with the code: %s (the high level, with its backup and approvals), or "
+                          "roll the code back to %s." % (high, other), verb="plan")
+    out.update(verdict="ahead", ahead_by=[s.get("revision", "") for s in steps],
+               note="stays at %s, ahead of release %s (which runs at %s): %s only add%s"
+                    % (database_revision, release, head, ", ".join(s.get("revision", "") for s in steps),
+                       "s" if len(steps) == 1 else ""))
+    return out
+
+
 def _hosts_of(state, group, required=True):
     hosts = _decoded(state.get(group), list, "state.%s" % group)
     backups = _decoded(state.get("config_backups"), dict, "state.config_backups")
@@ -731,6 +797,13 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
             if not h["config_backup"]:
                 raise PolicyError("%s does not exist on %s, so there is no previous configuration to restore"
                                   % (h["config_backup_path"] or default_path, h["host"]), verb="plan")
+
+    # A code rollback of the backend (no downgrade, no recovery) deploys a release that must run on the schema the
+    # database stays at: checked now, before the lock (two passes when the revisions differ, see _schema_check).
+    schema_check = {}
+    if be_moves and be_target and recovery == "none" and (action == "code" or comp == "backend"):
+        schema_check = _schema_check(be_target, backend, _text(state.get("database_revision")).strip(),
+                                     _decoded(state.get("code_schema"), dict, "state.code_schema"))
 
     def host_rows(hosts, moves, target):
         return [{"host": h["host"], "release_before": h["release"], "release_target": target if moves else h["release"]}
@@ -885,8 +958,9 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
         "workers_hosts": workers_hosts,
         "backend_batches": backend_batches,
         "workers_batches": workers_batches,
-        "revision_before": mig.get("before", ""),
-        "revision_target": mig.get("target", ""),
+        "revision_before": mig.get("before", "") if action == "migration" else _text(state.get("database_revision")),
+        "revision_target": mig.get("target", "") if action == "migration" else _text(state.get("database_revision")),
+        "schema_check": schema_check,
         "migration_steps": migration_steps,
         "would_drop_data": would_drop,
         "sql_preview": mig.get("sql", "") or "",
@@ -964,6 +1038,10 @@ def render_plan_text(plan, check_mode):
         lines.append("Alembic: %s -> %s (%d step(s)%s), order %s" % (
             plan["revision_before"], plan["revision_target"], len(plan["migration_steps"]),
             ", DROPS DATA" if plan["would_drop_data"] else "", plan["order"]))
+    elif plan.get("schema_check", {}).get("note"):
+        lines.append("Schema: %s" % plan["schema_check"]["note"])
+    elif plan.get("revision_before"):
+        lines.append("Schema: stays at %s (no migration)" % plan["revision_before"])
     if plan["backup"]:
         lines.append("Backup: %s" % ("tables " + ", ".join(plan["backup"]["tables"])
                                      if plan["backup"]["scope"] == "tables" else "full"))

@@ -952,3 +952,76 @@ def test_a_known_stable_release_plans_and_other_groups_checks_do_not_matter():
     st = _checked(_checked(state(), "backend", "v1.0.0", True), "workers", "v1.0.0", False, ["v2.0.0"])
     plan = plan_for({"level": "critical", "stable_release": "v1.0.0"}, st, True)
     assert "Backend release: v1.2.0 -> v1.0.0;" in plan["text"]
+
+
+# ------------------------------------------------------------------- code rollbacks across migrations
+
+# BE_HIST: v1.1.0 runs at fb3228f45466, v1.2.0 (running) at a1b2c3d4e5f6.
+STEP_ADD = {"revision": "a1b2c3d4e5f6", "down_revision": "fb3228f45466", "message": "widget", "additive": True,
+            "drops_data": ["assistants.widget_version"]}
+STEP_RENAME = {"revision": "a1b2c3d4e5f6", "down_revision": "fb3228f45466", "message": "rename", "additive": False,
+               "drops_data": []}
+CRITICAL = dict(level="critical", approvals="ceo:executive:INC-1")
+
+SCHEMA_DECIDED = [
+    # (case, request, database revision, code_schema (second pass), verdict, needs, plan text)
+    ("same revision: one pass", CRITICAL, "fb3228f45466", None, "same", "",
+     "Schema: stays at fb3228f45466, the revision v1.1.0 runs at"),
+    ("database ahead: the first pass asks for a preview", CRITICAL, "a1b2c3d4e5f6", None, "", "preview", ""),
+    ("database ahead by additive steps: go on", CRITICAL, "a1b2c3d4e5f6",
+     {"release": "v1.1.0", "preview": {"steps": [STEP_ADD], "before": "a1b2c3d4e5f6"}}, "ahead", "",
+     "Schema: stays at a1b2c3d4e5f6, ahead of release v1.1.0 (which runs at fb3228f45466): a1b2c3d4e5f6 only adds"),
+    ("database unreadable: not checked, said", CRITICAL, "", None, "unknown", "",
+     "Schema: the database's alembic revision could not be read"),
+    ("medium backend: same check", dict(level="medium", component="backend", approvals="dev:developer:INC-3"),
+     "a1b2c3d4e5f6", {"release": "v1.1.0", "preview": {"steps": [STEP_ADD]}}, "ahead", "", "ahead of release v1.1.0"),
+    ("release never deployed here: head from its scripts",
+     dict(CRITICAL, stable_release="v1.1.1"), "a1b2c3d4e5f6", None, "", "head", ""),
+    ("head read from the scripts, equal", dict(CRITICAL, stable_release="v1.1.1"), "a1b2c3d4e5f6",
+     {"release": "v1.1.1", "head": "a1b2c3d4e5f6"}, "same", "", "the revision v1.1.1 runs at"),
+]
+
+
+@pytest.mark.parametrize("case,raw,db,code_schema,verdict,needs,text", SCHEMA_DECIDED, ids=[c[0] for c in SCHEMA_DECIDED])
+def test_code_rollback_schema_check(case, raw, db, code_schema, verdict, needs, text):
+    plan = plan_for(raw, state(database_revision=db, code_schema=code_schema))
+    check = plan["schema_check"]
+    assert (check["verdict"], check["needs"]) == (verdict, needs)
+    assert text in plan["text"]
+    assert plan["revision_before"] == db and plan["revision_target"] == db
+
+
+SCHEMA_REFUSED = [
+    ("a step that is not additive: the high level is the way", CRITICAL, "a1b2c3d4e5f6",
+     {"release": "v1.1.0", "preview": {"steps": [STEP_RENAME]}},
+     ["release v1.1.0 runs at alembic revision fb3228f45466, but the database is at a1b2c3d4e5f6 and a1b2c3d4e5f6",
+      "is not declared additive", "-e level=high -e target=fb3228f45466 -e stable_release=v1.1.0",
+      "a release at a1b2c3d4e5f6"]),
+    ("an undeclared step counts as not additive", CRITICAL, "a1b2c3d4e5f6",
+     {"release": "v1.1.0", "preview": {"steps": [dict(STEP_ADD, additive=None)]}}, ["not declared additive"]),
+    ("the preview cannot reach the release's head", CRITICAL, "66ea5c9e3d91",
+     {"release": "v1.1.0", "preview": {"failed": True, "msg": "fb3228f45466 is a descendant of the current revision"}},
+     ["do not reach by a downgrade from the database's revision 66ea5c9e3d91", "is a descendant"]),
+    ("the head cannot be read", dict(CRITICAL, stable_release="v1.1.1"), "a1b2c3d4e5f6",
+     {"release": "v1.1.1", "head": "", "head_error": "no alembic directory"},
+     ["the alembic head of release v1.1.1 is unknown", "no alembic directory", "-e level=high"]),
+    ("a second pass about another release", CRITICAL, "a1b2c3d4e5f6", {"release": "v1.0.0", "preview": {"steps": []}},
+     ["state.code_schema is about release v1.0.0, but the plan deploys v1.1.0"]),
+]
+
+
+@pytest.mark.parametrize("case,raw,db,code_schema,texts", SCHEMA_REFUSED, ids=[c[0] for c in SCHEMA_REFUSED])
+def test_code_rollback_schema_refusals(case, raw, db, code_schema, texts):
+    msg = refusal(plan_for, raw, state(database_revision=db, code_schema=code_schema))
+    for text in texts:
+        assert text in msg, msg
+
+
+@pytest.mark.parametrize("raw", [dict(level="critical", recovery="restore", recovery_backup="/b/x.dump",
+                                      approvals=EXEC2),
+                                 dict(level="medium", component="config", approvals="dev:developer:INC-3"),
+                                 dict(level="medium", component="workers", approvals="dev:developer:INC-3")])
+def test_no_schema_check_where_the_backend_code_stays_or_the_data_is_recovered(raw):
+    plan = plan_for(raw, state(database_revision="a1b2c3d4e5f6"))
+    assert plan["schema_check"] == {}
+    assert "Schema: stays at a1b2c3d4e5f6 (no migration)" in plan["text"]
