@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -80,3 +81,25 @@ def test_second_lab_run_changes_nothing_and_shows_no_secret(lab):
     assert {h: c["changed"] for h, c in counters.items()} == {"postgres": 0, "backend": 0, "workers": 0}, proc.stdout[-4000:]
     for secret in labutil.SECRETS:
         assert secret not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("app, current, backup", [
+    ("backend", labutil.APP_DIR / ".env", labutil.APP_DIR / ".env.backup"),
+    ("workers", labutil.WORKERS_APP_DIR / "config" / "production.json",
+     labutil.WORKERS_APP_DIR / "config" / "production.json.backup"),
+])
+def test_a_deploy_keeps_the_configuration_it_found_even_when_the_new_one_is_the_same(lab, app, current, backup):
+    """The configuration rollback's source exists after any deploy that found a configuration: a deploy
+    writing the same content keeps a copy when there is none (one that changes it keeps the one it replaced)."""
+    saved = backup.read_bytes() if backup.exists() else None
+    backup.unlink(missing_ok=True)
+    try:
+        app_dir = labutil.APP_DIR if app == "backend" else labutil.WORKERS_APP_DIR
+        release = subprocess.run(["git", "-C", str(app_dir), "describe", "--tags", "--exact-match", "HEAD"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        labutil.playbook("deploy.yml", "-e", f"app={app}", "-e", f"release={release}", check=True)
+        assert backup.exists(), f"{backup} missing after a deploy"
+        assert backup.read_bytes() == current.read_bytes()
+    finally:
+        if saved is not None:
+            backup.write_bytes(saved)
