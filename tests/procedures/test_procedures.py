@@ -149,6 +149,12 @@ def test_backup_yml_physical_base_backup(plab):
     manifest = read_json(BASEBACKUP_DIR / "base-proc-base.manifest.json")
     assert manifest["kind"] == "physical" and manifest["verified"] is True
     assert manifest["start_lsn"] and manifest["timeline"] >= 1
+    # triage lists it (no checksum recomputed in the first five minutes) with its age
+    run = plab.run("triage.yml", check=True)
+    base = read_json(_newest(plab, "triage-*.json"))["database"]["newest_base_backup"]
+    newest = max((read_json(p) for p in BASEBACKUP_DIR.glob("*.manifest.json")), key=lambda m: m["created"])
+    assert base["name"] == newest["name"] and base["verified"] is False and 0 <= base["age_h"] < 1
+    assert f"database   base backup  OK   newest {newest['name']}, " in run.stdout
 
 
 def test_bad_backup_kind_is_refused(plab):

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Find the newest verified backup in a directory of replyx.rollback.pg_backup backups.
 
-Usage: newest_verified_backup.py DIR [KIND]   (KIND: logical (default), physical or any)
+Usage: newest_verified_backup.py DIR [KIND] [--no-verify]   (KIND: logical (default), physical or any)
+
+--no-verify lists without recomputing checksums (triage: seconds count; preflight verifies): the newest
+backup whose manifest is complete and whose files exist, with "verified": false.
 
 Reads every <name>.manifest.json (pg_backup's manifest format, module_utils/_manifest.py), newest
 'created' first, and recomputes the sha256 of the backup it names: a file's sha256, or for a
@@ -59,8 +62,10 @@ def parse_time(text):
 
 
 def main():
-    directory = sys.argv[1]
-    kind = sys.argv[2] if len(sys.argv) > 2 else "logical"
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    verify = "--no-verify" not in sys.argv[1:]
+    directory = args[0]
+    kind = args[1] if len(args) > 1 else "logical"
     now = datetime.datetime.now(datetime.timezone.utc)
     manifests = []
     if os.path.isdir(directory):
@@ -98,7 +103,7 @@ def main():
             problem = "kind %s, not %s" % (data.get("kind"), kind)
         if problem is None and not os.path.exists(data["path"]):
             problem = "the backup named by the manifest does not exist"
-        if problem is None:
+        if problem is None and verify:
             actual = sha256_path(data["path"])
             if actual != data["sha256"]:
                 problem = "checksum mismatch (manifest %s, actual %s)" % (data["sha256"][:12], actual[:12])
@@ -107,7 +112,7 @@ def main():
                 age_h = (now - parse_time(data.get("created"))).total_seconds() / 3600.0
             except (TypeError, ValueError):
                 problem = "no valid 'created' time"
-        entry["reason"] = problem or "verified"
+        entry["reason"] = problem or ("verified" if verify else "listed (checksum not recomputed)")
         entry["ok"] = problem is None
         checked.append(entry)
         if problem is None and newest is None:
@@ -115,7 +120,7 @@ def main():
                 "name", "path", "manifest_path", "kind", "format", "database", "label", "created", "sha256",
                 "size_bytes", "alembic_revision", "server_version"))
             newest["age_h"] = round(age_h, 4)
-            newest["verified"] = True
+            newest["verified"] = verify
     print(json.dumps({"found": newest is not None, "newest": newest, "checked": checked, "directory": directory}))
 
 
