@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,31 @@ def git_tag(app_dir: Path) -> str:
     out = subprocess.run(["git", "-C", str(app_dir), "describe", "--tags", "--exact-match", "HEAD"],
                          capture_output=True, text=True)
     return out.stdout.strip()
+
+
+def lab_backend_repo(root: Path = labutil.LAB_ROOT) -> Path:
+    """The bare repository the lab's backend releases are deployed from."""
+    repo = root / "backend" / "repos" / "backend.git"
+    return repo if repo.exists() else root / "repos" / "backend.git"
+
+
+def publish_release(repo: Path, tag: str, change: Callable[[Path], None], message: str, base: str = "v1.1.0") -> None:
+    """Push `tag` to a release repository: `base` with `change(worktree)` applied on top, committed.
+
+    A tag of the same name is replaced, so a test can publish its release again on a reused lab."""
+    work = Path(tempfile.mkdtemp(prefix="replyx-release-"))
+    try:
+        def git(*a: str) -> None:
+            subprocess.run(["git", *a], cwd=work, check=True, capture_output=True)
+        git("clone", "-q", str(repo), ".")
+        git("checkout", "-q", base)
+        change(work)
+        git("add", "-A")
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+        git("tag", "-f", tag)
+        git("push", "-qf", "origin", tag)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def fingerprints() -> dict:

@@ -3,9 +3,6 @@ and the escalation, the lock is released, the run exits non-zero. And no secret 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests import labutil
-from tests.rollback.conftest import APPROVALS, LOCK_FILE, deploy, fingerprints, lab_state, reports, rollback
+from tests.rollback.conftest import (APPROVALS, LOCK_FILE, deploy, fingerprints, lab_backend_repo, lab_state,
+                                     publish_release, reports, rollback)
 
 pytestmark = pytest.mark.lab
 
@@ -43,20 +41,10 @@ def test_a_downgrade_that_fails_is_rescued_and_escalated(baseline, artifacts):
 
 def _publish_broken_release(tag: str) -> None:
     """A release whose backend cannot start (an import error), pushed to the lab's release repository."""
-    repo = labutil.LAB_ROOT / "backend" / "repos" / "backend.git"
-    repo = repo if repo.exists() else labutil.LAB_ROOT / "repos" / "backend.git"
-    work = Path(tempfile.mkdtemp(prefix="replyx-broken-"))
-    try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=work, check=True, capture_output=True)  # noqa: E731
-        run("clone", "-q", str(repo), ".")
-        run("checkout", "-q", "v1.1.0")
+    def break_import(work: Path) -> None:
         main = work / "main.py"
         main.write_text("import replyx_missing_module  # broken build\n" + main.read_text())
-        run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "broken build")
-        run("tag", tag)
-        run("push", "-q", "origin", tag)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    publish_release(lab_backend_repo(), tag, break_import, "broken build")
 
 
 def test_a_release_that_will_not_start_is_rescued_to_the_previous_release(baseline, artifacts):

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
@@ -16,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import labutil
-from tests.rollback.conftest import APPROVALS
+from tests.rollback.conftest import APPROVALS, publish_release
 
 pytestmark = pytest.mark.lab
 
@@ -108,22 +106,12 @@ def test_critical_rolls_every_backend_and_every_worker_host_back(bad_fleet):
 
 def _publish_release_needing(module_file: str, new_tag: str) -> None:
     """A release (v1.1.0 + an import of <module_file>) that starts only where that untracked file exists."""
-    repo = FLEET_ROOT / "repos" / "backend.git"
-    work = Path(tempfile.mkdtemp(prefix="replyx-fleet-"))
-    try:
-        def git(*a):
-            subprocess.run(["git", *a], cwd=work, check=True, capture_output=True)
-        git("clone", "-q", str(repo), ".")
-        git("checkout", "-q", "v1.1.0")
+    def add_import(work: Path) -> None:
         main = work / "main.py"
-        text = main.read_text()
         future = "from __future__ import annotations\n"
-        main.write_text(text.replace(future, future + f"import {module_file}  # noqa: F401  (only some hosts have it)\n", 1))
-        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "needs a host-local module")
-        git("tag", "-f", new_tag)
-        git("push", "-qf", "origin", new_tag)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        main.write_text(main.read_text().replace(
+            future, future + f"import {module_file}  # noqa: F401  (only some hosts have it)\n", 1))
+    publish_release(FLEET_ROOT / "repos" / "backend.git", new_tag, add_import, "needs a host-local module")
 
 
 def test_a_release_that_will_not_start_on_the_second_backend_puts_every_host_back(bad_fleet):

@@ -4,15 +4,13 @@ rollback goes on and says the schema stays ahead; otherwise it is refused before
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests import labutil
-from tests.rollback.conftest import APPROVALS, LOCK_FILE, fingerprints, lab_state, reports, rollback
+from tests.rollback.conftest import (APPROVALS, LOCK_FILE, fingerprints, lab_backend_repo, lab_state, publish_release,
+                                     reports, rollback)
 
 pytestmark = pytest.mark.lab
 
@@ -58,18 +56,7 @@ def test_critical_to_a_release_older_than_the_schema_goes_on_and_says_the_schema
     assert (entry["tag"], entry["result"], entry["rolled_back_from"]) == ("v1.0.0", "rollback", "v1.1.0")
 
 
-def _publish_rename_release(tag: str) -> None:
-    """v1.1.0 + a migration that renames assistants.widget_version: not additive (code that reads the old
-    name fails on the new schema), and its downgrade drops no data."""
-    repo = labutil.LAB_ROOT / "backend" / "repos" / "backend.git"
-    repo = repo if repo.exists() else labutil.LAB_ROOT / "repos" / "backend.git"
-    work = Path(tempfile.mkdtemp(prefix="replyx-rename-"))
-    try:
-        def git(*a):
-            subprocess.run(["git", *a], cwd=work, check=True, capture_output=True)
-        git("clone", "-q", str(repo), ".")
-        git("checkout", "-q", "v1.1.0")
-        (work / "alembic" / "versions" / "b5c6d7e8f9a0_rename_widget_version.py").write_text('''"""rename widget_version
+_RENAME_MIGRATION = '''"""rename widget_version
 
 Revision ID: b5c6d7e8f9a0
 Revises: a1b2c3d4e5f6
@@ -92,13 +79,15 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.alter_column("assistants", "widget_release", new_column_name="widget_version")
-''')
-        git("add", "-A")
-        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "rename widget_version")
-        git("tag", "-f", tag)
-        git("push", "-qf", "origin", tag)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+'''
+
+
+def _publish_rename_release(tag: str) -> None:
+    """v1.1.0 + a migration that renames assistants.widget_version: not additive (code that reads the old
+    name fails on the new schema), and its downgrade drops no data."""
+    def add_migration(work: Path) -> None:
+        (work / "alembic" / "versions" / "b5c6d7e8f9a0_rename_widget_version.py").write_text(_RENAME_MIGRATION)
+    publish_release(lab_backend_repo(), tag, add_migration, "rename widget_version")
 
 
 def test_a_release_that_cannot_run_on_the_schema_is_refused_before_the_lock_naming_the_high_level(
