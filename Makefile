@@ -87,7 +87,7 @@ bench-rollback: venv
 clean:
 	rm -rf build .pytest_cache
 
-# Stop every lab of this checkout (.lab, .lab-procedures, .lab-bench, .lab-fleet: PostgreSQL, PM2
+# Stop every lab of this checkout (.lab, .lab-procedures, .lab-bench, .lab-fleet, .lab-layout2: PostgreSQL, PM2
 # daemons, apps), then remove them, the artifacts and the build output. .venv/ and .tools/ stay
 # (rm -rf .venv .tools for a checkout as cloned).
 distclean: venv clean
@@ -96,4 +96,6 @@ distclean: venv clean
 	    REPLYX_LAB_ROOT="$(CURDIR)/$$root" $(PLAYBOOK) playbooks/lab_down.yml >/dev/null || exit 1; fi; done
 	@if [ -d .lab-fleet ]; then echo "stopping .lab-fleet"; \
 	  REPLYX_FLEET_ROOT="$(CURDIR)/.lab-fleet" $(PLAYBOOK) -i inventories/lab-fleet playbooks/lab_down.yml >/dev/null || exit 1; fi
+	@if [ -d .lab-layout2 ]; then echo "stopping .lab-layout2"; \
+	  env -u REPLYX_LAYOUT2_ROOT $(PLAYBOOK) -i inventories/lab-layout2 playbooks/lab_down.yml >/dev/null || exit 1; fi
 	rm -rf .lab .lab-* .drill artifacts

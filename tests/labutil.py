@@ -1,10 +1,12 @@
-"""Helpers for tests against the running lab (inventories/lab): run playbooks, read its settings."""
+"""Helpers for tests against the running lab (inventories/lab): run playbooks, read its settings.
+`Layout.resolve("layout2")` gives the same for the second layout (inventories/lab-layout2)."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,8 +26,8 @@ APP_DSN = f"postgresql://chatai:LabAppPw-7f3a9c21@127.0.0.1:{PG_PORT}/chatai"
 SUPER_DSN = f"postgresql://postgres:LabSuperPw-5d8e0b44@127.0.0.1:{PG_PORT}/chatai"
 
 
-def env(**extra) -> dict:
-    e = dict(os.environ)
+def env(*, drop: tuple[str, ...] = (), **extra) -> dict:
+    e = {k: v for k, v in os.environ.items() if k not in drop}
     e["PATH"] = f"{VENV_BIN}:{ROOT / '.tools' / 'node_modules' / '.bin'}:{e.get('PATH', '')}"
     e["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
     e["ANSIBLE_FORCE_COLOR"] = "0"
@@ -34,10 +36,13 @@ def env(**extra) -> dict:
     return e
 
 
-def playbook(name: str, *args: str, check: bool = False, timeout: int = 900, **extra_env) -> subprocess.CompletedProcess:
-    """Run ansible-playbook playbooks/<name> against inventories/lab; returns the finished process."""
-    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), f"playbooks/{name}", *args], cwd=ROOT,
-                          env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
+def playbook(name: str, *args: str, check: bool = False, timeout: int = 900, inventory: str | None = None,
+             drop_env: tuple[str, ...] = (), **extra_env) -> subprocess.CompletedProcess:
+    """Run ansible-playbook playbooks/<name> against inventories/lab (or `inventory`); returns the finished
+    process. `drop_env` names variables of this environment the run must not see."""
+    inv = ["-i", inventory] if inventory else []
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), *inv, f"playbooks/{name}", *args], cwd=ROOT,
+                          env=env(drop=drop_env, **extra_env), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} failed (rc={proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -80,3 +85,88 @@ def alembic_current() -> str:
 def release_history(app: str = "backend") -> list:
     path = LAB_ROOT / app / "release_history.json"
     return json.loads(path.read_text()) if path.exists() else []
+
+
+# The variables that move the default lab and the fleet: a run on another layout never sees them.
+LAB_ENV_VARS = ("REPLYX_LAB_ROOT", "REPLYX_PG_PORT", "REPLYX_BACKEND_PORT", "REPLYX_WORKERS_PORT",
+                "REPLYX_FLEET_ROOT", "REPLYX_FLEET_PG_PORT", "REPLYX_FLEET_PORT_BASE", "REPLYX_ARTIFACTS_DIR")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One lab layout: its inventory, root, names, ports and host roots, as the inventory sets them
+    (and as its REPLYX_* environment variables move them)."""
+
+    name: str
+    inventory: str | None
+    root: Path
+    database: str
+    app_user: str
+    pg_port: int
+    backend_port: int
+    workers_port: int
+    host_roots: dict = field(default_factory=dict)  # postgres/backend/workers -> directory
+    services: dict = field(default_factory=dict)  # backend/workers -> PM2 name
+    env_vars: tuple[str, ...] = ()  # the variables this layout reads (the others are dropped)
+
+    @classmethod
+    def resolve(cls, name: str = "lab") -> Layout:
+        if name == "lab":
+            return cls("lab", None, LAB_ROOT, "chatai", "chatai", PG_PORT, BACKEND_PORT, WORKERS_PORT,
+                       {h: LAB_ROOT / h for h in ("postgres", "backend", "workers")},
+                       {"backend": "replyx-backend", "workers": "chatai-bot-manager"},
+                       ("REPLYX_LAB_ROOT", "REPLYX_PG_PORT", "REPLYX_BACKEND_PORT", "REPLYX_WORKERS_PORT"))
+        if name == "layout2":  # inventories/lab-layout2/group_vars/lab_layout2.yml and host_vars/
+            g = os.environ.get
+            root = Path(g("REPLYX_LAYOUT2_ROOT") or ROOT / ".lab-layout2" / "replyx lab \u00fc'2")
+            return cls("layout2", "inventories/lab-layout2", root, "replyx_prod", "replyx_app",
+                       int(g("REPLYX_LAYOUT2_PG_PORT") or 55472), int(g("REPLYX_LAYOUT2_BACKEND_PORT") or 8470),
+                       int(g("REPLYX_LAYOUT2_WORKERS_PORT") or 3471),
+                       {"postgres": root / "pg data", "backend": root / "api server", "workers": root / "bot workers"},
+                       {"backend": "replyx-api", "workers": "replyx-bots"},
+                       ("REPLYX_LAYOUT2_ROOT", "REPLYX_LAYOUT2_PG_PORT", "REPLYX_LAYOUT2_BACKEND_PORT",
+                        "REPLYX_LAYOUT2_WORKERS_PORT"))
+        raise ValueError(f"unknown layout {name!r}")
+
+    @property
+    def app_dsn(self) -> str:
+        return f"postgresql://{self.app_user}:LabAppPw-7f3a9c21@127.0.0.1:{self.pg_port}/{self.database}"
+
+    @property
+    def super_dsn(self) -> str:
+        return f"postgresql://postgres:LabSuperPw-5d8e0b44@127.0.0.1:{self.pg_port}/{self.database}"
+
+    @property
+    def backend_url(self) -> str:
+        return f"http://127.0.0.1:{self.backend_port}"
+
+    @property
+    def workers_url(self) -> str:
+        return f"http://127.0.0.1:{self.workers_port}"
+
+    @property
+    def app_dir(self) -> Path:
+        return self.host_roots["backend"] / "app"
+
+    @property
+    def workers_app_dir(self) -> Path:
+        return self.host_roots["workers"] / "app"
+
+    def playbook(self, name: str, *args: str, check: bool = False, timeout: int = 900,
+                 **extra_env) -> subprocess.CompletedProcess:
+        """Run a playbook on this layout: its inventory, none of the other layouts' variables."""
+        drop = tuple(v for v in LAB_ENV_VARS if v not in self.env_vars and v not in extra_env)
+        return playbook(name, *args, check=check, timeout=timeout, inventory=self.inventory, drop_env=drop,
+                        **extra_env)
+
+    def psql(self, sql: str) -> str:
+        return psql(sql, self.super_dsn)
+
+    def alembic_current(self) -> str:
+        out = subprocess.run([str(self.app_dir / "venv" / "bin" / "alembic"), "current"], cwd=self.app_dir,
+                             capture_output=True, text=True, check=True)
+        return out.stdout.split()[0] if out.stdout.split() else ""
+
+    def release_history(self, app: str = "backend") -> list:
+        path = self.host_roots[app] / "release_history.json"
+        return json.loads(path.read_text()) if path.exists() else []

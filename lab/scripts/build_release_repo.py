@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 import yaml
@@ -106,10 +107,18 @@ def _has_tags(bare: Path) -> bool:
     return subprocess.run(["git", "show-ref", "--tags", "-q"], cwd=bare).returncode == 0
 
 
+def _repo_path(value: str) -> Path:
+    """A path, or a file:// URL (percent-encoded: inventories use them for roots with spaces or quotes)."""
+    if value.startswith("file://"):
+        return Path(urllib.parse.unquote(urllib.parse.urlsplit(value).path))
+    return Path(value)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--app-dir", required=True, type=Path, help="lab/app/<app> (the base tree)")
-    parser.add_argument("--repo", required=True, type=Path, help="bare repository to create or update")
+    parser.add_argument("--repo", required=True, type=_repo_path,
+                        help="bare repository to create or update (a path or a file:// URL)")
     args = parser.parse_args(argv)
     print(json.dumps(build(args.app_dir.resolve(), args.repo)))
     return 0
