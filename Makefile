@@ -70,8 +70,21 @@ build: venv
 	mkdir -p build
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path build $(COLLECTION)
 
-test: venv sanity lint build
-	$(VENV)/bin/python -m pytest -q --durations=25 $(COLLECTION)/tests/unit tests $(PYTEST_ARGS)
+# Suites on servers of their own (the second lab layout: its own root, ports and PM2 home; the PostgreSQL
+# module tests: their own clusters) run in a second pytest beside sanity, lint, the build and the main
+# suites, which share the default lab. Their output is printed at the end; either failing fails the target.
+SIDE_SUITES = tests/layout2 tests/pg
+test: venv
+	@mkdir -p build
+	@rm -f build/side-suites.rc
+	@( $(VENV)/bin/python -m pytest -q -p no:cacheprovider $(SIDE_SUITES) $(PYTEST_ARGS) > build/side-suites.log 2>&1; \
+	   echo $$? > build/side-suites.rc ) & \
+	$(MAKE) --no-print-directory sanity lint build && \
+	$(VENV)/bin/python -m pytest -q --durations=25 $(COLLECTION)/tests/unit tests $(addprefix --ignore=,$(SIDE_SUITES)) $(PYTEST_ARGS); \
+	main=$$?; wait; \
+	echo "============ side suites ($(SIDE_SUITES)), run beside the others: build/side-suites.log ============"; \
+	tail -n 60 build/side-suites.log; side=$$(cat build/side-suites.rc 2>/dev/null || echo 1); \
+	echo "main suites exit $$main, side suites exit $$side"; test $$main -eq 0 && test $$side -eq 0
 
 # ansible-lint, production profile, on what operators run (.ansible-lint holds the settings)
 lint: venv
