@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -62,8 +63,8 @@ def test_acquire_conflict_idempotent_release(backend):
 
     second = lock(backend, run_id="run-2", owner="bob", level="critical")
     assert second["failed"] is True and second["changed"] is False
-    assert second["msg"] == ("Failed to acquire rollback lock lab: held by alice (run run-1, level high) since %s"
-                             % first["lock"]["acquired_at"])
+    assert second["msg"].startswith("Failed to acquire rollback lock lab: held by alice (run run-1, level high) since %s"
+                                    " (held for " % first["lock"]["acquired_at"])
     assert backend["stored"]()["run_id"] == "run-1"
 
     again = lock(backend, run_id="run-1", owner="alice", level="high")
@@ -115,7 +116,8 @@ def test_stale_takeover_only_when_asked(backend):
 
 
 def test_fresh_lock_is_not_taken_over(backend):
-    lock(backend, run_id="run-1", owner="alice", level="high", ttl_s=3600)
+    # held by a process that still runs (this test), within its ttl
+    lock(backend, run_id="run-1", owner="alice", level="high", ttl_s=3600, holder_pid=os.getpid())
     refused = lock(backend, run_id="run-2", owner="bob", takeover_stale=True)
     assert refused["failed"] is True and "stale" not in refused["msg"]
     assert backend["stored"]()["run_id"] == "run-1"

@@ -103,3 +103,18 @@ def test_a_deploy_keeps_the_configuration_it_found_even_when_the_new_one_is_the_
     finally:
         if saved is not None:
             backup.write_bytes(saved)
+
+
+def test_a_diff_run_never_prints_the_env(lab):
+    """`--diff` of a deploy that would change the .env says so without printing its content (the
+    database password and SECRET_KEY)."""
+    release = subprocess.run(["git", "-C", str(labutil.APP_DIR), "describe", "--tags", "--exact-match", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    before = (labutil.APP_DIR / ".env").read_bytes()
+    proc = labutil.playbook("deploy.yml", "--check", "--diff", "-e", "app=backend", "-e", f"release={release}",
+                            "-e", "backend_secret_key=Rotated-Secret-4711", check=True)
+    out = proc.stdout + proc.stderr
+    assert "Render .env" in out
+    for secret in (*labutil.SECRETS, "Rotated-Secret-4711"):
+        assert secret not in out
+    assert (labutil.APP_DIR / ".env").read_bytes() == before

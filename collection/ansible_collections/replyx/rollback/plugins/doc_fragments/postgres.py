@@ -49,6 +49,9 @@ options:
     description:
       - A libpq URL C(postgresql://user:password@host:port/dbname), as in the application's C(.env).
       - Its parts override O(login_host), O(login_port), O(login_user), O(login_password) and O(login_db).
+      - Query parameters C(host), C(port), C(user), C(password), C(dbname), C(sslmode), C(sslrootcert), C(sslcert),
+        C(sslkey) and C(connect_timeout) override the matching options (C(?sslmode=verify-full&sslrootcert=/ca.pem)
+        reaches every tool); any other parameter is refused. A host that is a directory is a Unix socket.
       - Treated as a secret.
     type: str
   ssl_mode:

@@ -759,10 +759,10 @@ def check_options_spec():
         required=dict(type="bool", default=True),
         url=dict(type="str"),
         method=dict(type="str"),
-        headers=dict(type="dict"),
+        headers=dict(type="dict", no_log=True),  # may carry API keys: never echoed
         authorization=dict(type="str", no_log=True),
-        body=dict(type="str"),
-        json=dict(type="raw"),
+        body=dict(type="str", no_log=True),
+        json=dict(type="raw", no_log=True),
         status=dict(type="list", elements="int"),
         json_equals=dict(type="dict"),
         body_regex=dict(type="str"),

@@ -132,19 +132,41 @@ def age_s(record, now):
     return (now - parse_iso(record["acquired_at"])).total_seconds()
 
 
+def human_age(seconds):
+    """45 s, 5 min 3 s, 2 h 5 min: how long a lock has been held, for people."""
+    seconds = int(max(seconds, 0))
+    if seconds < 60:
+        return "%d s" % seconds
+    if seconds < 3600:
+        return "%d min %d s" % (seconds // 60, seconds % 60)
+    return "%d h %d min" % (seconds // 3600, seconds % 3600 // 60)
+
+
+def liveness(record, this_host, check_pid=True, alive=pid_alive):
+    """(alive, said): True/False when the holder's PID could be checked here, None when it could not."""
+    pid, host = record.get("pid"), record.get("host")
+    if not pid:
+        return None, "its holder process was not recorded"
+    if not check_pid or host != this_host:
+        return None, "holder PID %s on %s cannot be checked from %s" % (pid, host or "an unknown host", this_host)
+    if alive(pid):
+        return True, "holder PID %s on %s is running" % (pid, host)
+    return False, "holder PID %s on %s is gone" % (pid, host)
+
+
 def is_stale(record, now, ttl_s, this_host, check_pid=True, alive=pid_alive):
-    """(stale, why). Stale = older than the holder's ttl and, when the holder ran on this host with a
-    known PID (file backend), that PID is gone."""
+    """(stale, why). Stale = its holder process is known to be gone (a killed run: at any age), or it is
+    older than the holder's ttl and its holder is not known to be running."""
     ttl = record.get("ttl_s") or ttl_s
     age = age_s(record, now)
+    live, said = liveness(record, this_host, check_pid, alive)
+    if live is False:
+        return True, "held for %s and %s" % (human_age(age), said)
     if age <= ttl:
-        return False, "held for %ds, within its ttl of %ds" % (age, ttl)
-    if check_pid and record.get("pid") and record.get("host") == this_host:
-        if alive(record["pid"]):
-            return False, "older than its ttl of %ds but holder PID %s on %s is still running" % (
-                ttl, record["pid"], this_host)
-        return True, "held for %ds (ttl %ds) and holder PID %s on %s is gone" % (age, ttl, record["pid"], this_host)
-    return True, "held for %ds, past its ttl of %ds" % (age, ttl)
+        return False, "held for %s, within its ttl of %ds; %s" % (human_age(age), ttl, said)
+    if live:
+        return False, "older than its ttl of %ds but %s" % (ttl, said)
+    return True, "held for %s, past its ttl of %ds; %s" % (human_age(age), ttl, said)
 
 
 def describe(record):
@@ -155,7 +177,7 @@ def describe(record):
 
 def decide_acquire(holder, request, now, this_host, takeover_stale, check_pid=True, alive=pid_alive):
     """What acquiring means given the current holder: ('take', None), ('ours', None), ('takeover', why)
-    or ('refuse', message)."""
+    or ('refuse', message). A refusal says how old the lock is and whether its holder still runs."""
     if holder is None:
         return "take", None
     if holder.get("run_id") == request["run_id"]:
@@ -163,9 +185,9 @@ def decide_acquire(holder, request, now, this_host, takeover_stale, check_pid=Tr
     stale, why = is_stale(holder, now, request["ttl_s"], this_host, check_pid, alive)
     if stale and takeover_stale:
         return "takeover", why
-    message = describe(holder)
+    message = "%s (%s)" % (describe(holder), why)
     if stale:
-        message += "; the lock is stale (%s): set takeover_stale=true to take it over" % why
+        message += "; the lock is stale: set takeover_stale=true to take it over"
     return "refuse", message
 
 
@@ -298,8 +320,8 @@ DELETE_SQL = "DELETE FROM %s WHERE environment = %%(environment)s" % TABLE
 
 
 class PostgresBackend(object):
-    # The holder PID lives on some other host as often as not: staleness is judged by the ttl alone.
-    check_pid = False
+    # The holder's PID is checked only when it ran on the host this module runs on (see liveness()).
+    check_pid = True
 
     def __init__(self, params, check_mode):
         if not HAS_PSYCOPG:
@@ -427,8 +449,11 @@ def _acquire(module, backend, this_host, result):
     else:
         verdict, why, holder = backend.acquire(record, decide)
     if verdict == "refuse":
+        current = holder or {}
+        alive = liveness(current, this_host, backend.check_pid)[0] if current else None
+        age = int(age_s(current, utcnow())) if current.get("acquired_at") else None
         raise SafetyRefusal(why, verb="acquire", obj="rollback lock %s" % params["environment"],
-                            holder=public(holder), location=result["location"])
+                            holder=public(holder), holder_age_s=age, holder_alive=alive, location=result["location"])
     if verdict == "ours":
         result["lock"] = public(holder)
         result["msg"] = "rollback lock %s already held by this run" % params["environment"]

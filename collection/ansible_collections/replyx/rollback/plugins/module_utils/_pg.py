@@ -17,9 +17,9 @@ import os
 from ansible_collections.replyx.rollback.plugins.module_utils._errors import InputError
 
 try:  # Python 3
-    from urllib.parse import urlsplit, unquote
+    from urllib.parse import parse_qsl, urlsplit, unquote
 except ImportError:  # pragma: no cover
-    from urlparse import urlsplit  # type: ignore
+    from urlparse import parse_qsl, urlsplit  # type: ignore
     from urllib import unquote  # type: ignore
 
 
@@ -43,26 +43,73 @@ def pg_common_argument_spec():
     )
 
 
+# database_url query parameters (libpq's URI parameters) and the option each one sets.
+URL_PARAMETERS = dict(
+    host="login_host", port="login_port", user="login_user", password="login_password", dbname="login_db",
+    sslmode="ssl_mode", sslrootcert="ca_cert", sslcert="ssl_cert", sslkey="ssl_key",
+    connect_timeout="connect_timeout",
+)
+SSL_MODES = ("allow", "disable", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _url_error(msg):
+    return InputError("malformed database_url: %s" % msg, verb="parse", obj="database_url")
+
+
 def _parse_url(url):
+    """Split a postgresql:// URL (SQLAlchemy's postgresql+driver:// too) into the collection's options.
+
+    Query parameters are honoured, not dropped: ``?sslmode=verify-full&sslrootcert=/ca.pem`` reaches
+    every tool. An unknown parameter is an error naming the supported ones (a silently ignored
+    ``sslmode`` would connect without the TLS the operator asked for). A host that is a directory
+    (``?host=/run/postgresql`` or ``%2Frun%2Fpostgresql``) is a Unix socket."""
     try:
         parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as exc:
-        raise InputError("malformed database_url (%s)" % exc, verb="parse", obj="database_url")
+        raise _url_error("%s" % exc)
     scheme = parts.scheme.split("+", 1)[0]
-    if scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
-        raise InputError("malformed database_url: expected postgresql://user:password@host:port/dbname",
-                         verb="parse", obj="database_url")
+    if scheme not in ("postgresql", "postgres") or not (parts.path.strip("/") or "dbname=" in parts.query):
+        raise _url_error("expected postgresql://user:password@host:port/dbname[?sslmode=...]")
     try:
         port = parts.port
     except ValueError:
-        raise InputError("malformed database_url: the port is not a number", verb="parse", obj="database_url")
-    return dict(
-        login_host=parts.hostname,
-        login_port=port or 5432,
+        raise _url_error("the port is not a number")
+    hostport = parts.netloc.rpartition("@")[2]
+    if hostport.startswith("["):  # IPv6 literal
+        host = hostport[1:hostport.find("]")]
+    else:
+        host = unquote(hostport.rsplit(":", 1)[0] if ":" in hostport else hostport)
+    settings = dict(
+        login_host=host or None,
+        login_port=port,
         login_user=unquote(parts.username) if parts.username else None,
         login_password=unquote(parts.password) if parts.password else None,
-        login_db=unquote(parts.path.lstrip("/")),
+        login_db=unquote(parts.path.lstrip("/")) or None,
     )
+    seen = set()
+    for key, value in query:
+        if key not in URL_PARAMETERS:
+            raise _url_error("unknown parameter %r (supported: %s)" % (key, ", ".join(sorted(URL_PARAMETERS))))
+        if key in seen:
+            raise _url_error("parameter %r given twice" % key)
+        seen.add(key)
+        settings[URL_PARAMETERS[key]] = value
+    if "ssl_mode" in settings and settings["ssl_mode"] not in SSL_MODES:
+        raise _url_error("sslmode %r is not one of %s" % (settings["ssl_mode"], ", ".join(SSL_MODES)))
+    for key in ("login_port", "connect_timeout"):
+        value = settings.get(key)
+        if value is None or isinstance(value, int):
+            continue
+        if not str(value).isdigit():
+            raise _url_error("%s %r is not a number" % ("the port" if key == "login_port" else key, value))
+        settings[key] = int(value)
+    if settings.get("login_port") is None:
+        settings["login_port"] = 5432
+    host = settings.get("login_host")
+    if host and host.startswith("/"):
+        settings["login_unix_socket"] = host
+    return settings
 
 
 def connection_settings(params, database=None):
@@ -71,7 +118,10 @@ def connection_settings(params, database=None):
             "ssl_mode", "ca_cert", "ssl_cert", "ssl_key", "connect_timeout")
     settings = dict((k, params.get(k)) for k in keys)
     if params.get("database_url"):
-        for key, value in _parse_url(params["database_url"]).items():
+        parsed = _parse_url(params["database_url"])
+        if parsed.get("login_host") and not parsed.get("login_unix_socket"):
+            settings["login_unix_socket"] = None  # the URL names a TCP host: it wins over a socket option
+        for key, value in parsed.items():
             if value is not None:
                 settings[key] = value
     if database:

@@ -966,6 +966,9 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
         "sql_preview": mig.get("sql", "") or "",
         "indexes_to_drop": list(idx.get("would_drop") or []),
         "order": order,
+        # "kept": the running release lacks the database's revision (an earlier run switched the code and
+        # stopped): the downgrade runs with the migration scripts that run kept aside, which are not replaced
+        "downgrade_scripts": "kept" if mig.get("scripts") == "kept" else "release",
         "needs_backup": needs_backup,
         "backup": backup,
         "data_can_be_lost": data_can_be_lost,
@@ -1038,6 +1041,10 @@ def render_plan_text(plan, check_mode):
         lines.append("Alembic: %s -> %s (%d step(s)%s), order %s" % (
             plan["revision_before"], plan["revision_target"], len(plan["migration_steps"]),
             ", DROPS DATA" if plan["would_drop_data"] else "", plan["order"]))
+        if plan.get("downgrade_scripts") == "kept":
+            lines.append("Resuming: the running release %s does not know revision %s (an earlier run switched the "
+                         "code and stopped); the downgrade uses the migration scripts that run kept aside" % (
+                             plan["backend_release_before"], plan["revision_before"]))
     elif plan.get("schema_check", {}).get("note"):
         lines.append("Schema: %s" % plan["schema_check"]["note"])
     elif plan.get("revision_before"):

@@ -48,7 +48,7 @@ def argument_spec():
         interpreter=dict(type="str"),
         args=dict(type="list", elements="str", default=[]),
         chdir=dict(type="path"),
-        environment=dict(type="dict", default={}),
+        environment=dict(type="dict", default={}, no_log=True),  # may carry secrets: never echoed
         pidfile=dict(type="path"),
         program=dict(type="str"),
         exe=dict(type="str"),

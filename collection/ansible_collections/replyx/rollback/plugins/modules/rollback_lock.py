@@ -17,8 +17,11 @@ description:
     when, and from which host and process.
   - A second acquire by another run fails with who holds the lock and since when. Acquiring again with the same
     O(run_id) changes nothing.
-  - A stale lock - older than the holder's TTL and, for the V(file) backend, whose holder process on this host is
-    gone - is taken over only with O(takeover_stale=true); the previous holder is reported in RV(took_over).
+  - A refusal says how long the lock has been held and whether its holder process still runs (checked when the holder
+    ran on the host this module runs on; otherwise it says it cannot be checked from here).
+  - A stale lock - whose holder process is known to be gone (a killed run, at any age), or older than the holder's TTL
+    and not known to be running - is taken over only with O(takeover_stale=true); the previous holder is reported
+    in RV(took_over).
   - "Backend V(file): a JSON file at O(path) on the host the module runs on, created with C(O_EXCL) so only one
     creator wins."
   - "Backend V(postgres): a row in the table C(replyx_rollback_lock) (created if missing) in the application
@@ -98,7 +101,8 @@ options:
         host it runs on (none when Ansible runs elsewhere, and then the TTL alone decides).
     type: int
 notes:
-  - Staleness for the V(postgres) backend is judged by the TTL alone, the holder usually being on another host.
+  - The holder's PID is checked only on the host it ran on (both backends). When the module runs on another host than
+    the run that holds the lock (the usual case with V(postgres) and SSH), the TTL alone decides.
 seealso:
   - module: replyx.rollback.service_health
 """
@@ -201,7 +205,22 @@ took_over:
   type: dict
   sample: {"owner": "bob", "run_id": "rb-1", "level": "medium", "acquired_at": "2026-01-05T01:00:00Z",
            "host": "backend-1", "pid": 999, "ttl_s": 3600, "environment": "production",
-           "reason": "held for 7300s (ttl 3600s) and holder PID 999 on backend-1 is gone"}
+           "reason": "held for 2 h 1 min and holder PID 999 on backend-1 is gone"}
+holder:
+  description: The lock's current holder when the lock was refused.
+  returned: when acquiring was refused
+  type: dict
+  sample: {"owner": "bob", "run_id": "rb-1", "level": "high", "acquired_at": "2026-01-05T01:00:00Z"}
+holder_age_s:
+  description: How long the refused lock has been held, in seconds.
+  returned: when acquiring was refused
+  type: int
+  sample: 135
+holder_alive:
+  description: Whether the refused lock's holder process still runs; null when it cannot be checked from this host.
+  returned: when acquiring was refused
+  type: bool
+  sample: false
 released:
   description: The lock record that was released.
   returned: when a lock was released

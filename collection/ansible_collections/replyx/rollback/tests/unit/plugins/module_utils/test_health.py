@@ -11,6 +11,7 @@ import datetime
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -340,7 +341,12 @@ def test_process_pattern_excludes_own_lineage():
     marker = "replyx-unit-marker-%d" % os.getpid()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
     try:
+        # the child shows its own command line only once it has exec'ed: wait for that (a busy machine is slow)
+        deadline = time.monotonic() + 10
         pids = h.matching_pids(marker)
+        while not pids and time.monotonic() < deadline:
+            time.sleep(0.02)
+            pids = h.matching_pids(marker)
         assert pids == [child.pid]
         # This test process itself has the marker nowhere in its command line; our lineage is excluded.
         assert os.getpid() not in h.matching_pids("python")

@@ -41,7 +41,10 @@ def always_alive(pid):
 @pytest.mark.parametrize("current, takeover, alive, verdict", [
     (None, False, never_alive, "take"),
     (holder(run_id="r-new"), False, never_alive, "ours"),
-    (holder(minutes_ago=5), True, never_alive, "refuse"),                 # within ttl: held, even with takeover
+    (holder(minutes_ago=5), True, always_alive, "refuse"),                # within ttl, holder runs: held
+    (holder(minutes_ago=5), True, never_alive, "takeover"),               # a killed run: its PID is gone here
+    (holder(minutes_ago=5), False, never_alive, "refuse"),                # ... taken over only when asked
+    (holder(minutes_ago=5, host="elsewhere"), True, never_alive, "refuse"),  # PID elsewhere: cannot tell, ttl
     (holder(minutes_ago=20), False, never_alive, "refuse"),               # stale but not asked to take over
     (holder(minutes_ago=20), True, never_alive, "takeover"),              # stale and asked
     (holder(minutes_ago=20), True, always_alive, "refuse"),               # past ttl but holder PID still runs here
@@ -54,9 +57,24 @@ def test_decide_acquire(current, takeover, alive, verdict):
 
 
 def test_refusal_names_the_holder():
-    verdict, why = lk.decide_acquire(holder(), REQUEST, NOW, HOST, False, alive=never_alive)
+    verdict, why = lk.decide_acquire(holder(), REQUEST, NOW, HOST, False, alive=always_alive)
     assert verdict == "refuse"
-    assert why == "held by bob (run r-old, level medium) since 2026-01-05T02:55:00Z"
+    assert why == ("held by bob (run r-old, level medium) since 2026-01-05T02:55:00Z (held for 5 min 0 s, within "
+                   "its ttl of 600s; holder PID 999 on backend-1 is running)")
+
+
+@pytest.mark.parametrize("record, alive, says", [
+    (holder(minutes_ago=5), never_alive, "held for 5 min 0 s and holder PID 999 on backend-1 is gone); the lock is "
+                                         "stale: set takeover_stale=true"),
+    (holder(minutes_ago=5, host="elsewhere"), never_alive, "within its ttl of 600s; holder PID 999 on elsewhere "
+                                                           "cannot be checked from backend-1)"),
+    (holder(minutes_ago=5, pid=None), never_alive, "its holder process was not recorded)"),
+    (holder(minutes_ago=125, ttl_s=36000), always_alive, "held for 2 h 5 min, within its ttl of 36000s"),
+    (holder(minutes_ago=0), always_alive, "held for 0 s, within"),
+])
+def test_refusal_says_age_and_liveness(record, alive, says):
+    verdict, why = lk.decide_acquire(record, REQUEST, NOW, HOST, False, alive=alive)
+    assert verdict == "refuse" and says in why
 
 
 def test_stale_refusal_says_how_to_take_over():
@@ -72,7 +90,7 @@ def test_postgres_backend_ignores_pid():
 
 def test_holder_ttl_wins_over_request_ttl():
     # The holder asked for 1 hour; our 10 minutes do not make its 20-minute-old lock stale.
-    stale, _why = lk.is_stale(holder(minutes_ago=20, ttl_s=3600), NOW, 600, HOST, alive=never_alive)
+    stale, _why = lk.is_stale(holder(minutes_ago=20, ttl_s=3600, host="elsewhere"), NOW, 600, HOST, alive=never_alive)
     assert stale is False
 
 

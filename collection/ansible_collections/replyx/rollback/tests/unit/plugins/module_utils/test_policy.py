@@ -426,7 +426,9 @@ PLANS = [
     ("high, down to base", {"level": "high", "target": "base", "stable_release": "v0.1.0"},
      state(migration=MIG_BASE), False, {"order": "code_first", "revision_target": "base"}),
     ("high, check mode", {"level": "high", "target": "widget_version"}, state(migration=MIG_DROP), True,
-     {"execute": False}),
+     {"execute": False, "downgrade_scripts": "release"}),
+    ("high, resumed after a killed run switched the code: the kept scripts", {"level": "high", "target": "widget_version"},
+     state(migration=dict(MIG_DROP, scripts="kept")), False, {"downgrade_scripts": "kept"}),
     ("high, check mode with no release at the revision shows ?", {"level": "high", "target": "widget_version"},
      state(be_hist=[h("v1.2.0", rev="a1b2c3d4e5f6")], migration=MIG_DROP), True, {"backend_release_target": ""}),
     ("high, rolling batch 1 of 3", {"level": "high", "target": "widget_version", "rollback_batch": 1},
@@ -521,6 +523,9 @@ PLAN_TEXT = [
       "pg_indexes", "Services touched: none"]),
     ({"level": "high", "target": "3f9a1c2b7d45", "stable_release": "v1"}, state(migration=MIG_UNDECLARED), True,
      ["(DROPS DATA: undeclared)", "Backup: full"]),
+    ({"level": "high", "target": "widget_version"}, state(migration=dict(MIG_DROP, scripts="kept")), True,
+     ["Resuming: the running release v1.2.0 does not know revision a1b2c3d4e5f6 (an earlier run switched the code "
+      "and stopped); the downgrade uses the migration scripts that run kept aside"]),
 ]
 
 

@@ -113,3 +113,11 @@ def test_pidfile_stale_check_mode_reports_and_spares(monkeypatch, capsys, tmp_pa
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_environment_values_are_never_echoed(monkeypatch, capsys, tmp_path, systemctl):
+    result = run_module(monkeypatch, capsys, tmp_path, name="chatai-backend", manager="systemd", state="started",
+                        environment={"SECRET_KEY": "env-secret-5521"})
+    assert result["_rc"] == 0
+    assert "env-secret-5521" not in json.dumps(result)
+    assert result["invocation"]["module_args"]["environment"] != {"SECRET_KEY": "env-secret-5521"}

@@ -98,3 +98,24 @@ def test_authorization_header_is_sent_and_masked(monkeypatch, capsys, tmp_path):
     assert result["_rc"] == 0
     assert seen == [{"X-Probe": "rollback", "Authorization": "Bearer static-secret-42"}]
     assert "static-secret-42" not in result["_raw"]
+
+
+def test_headers_and_bodies_are_never_echoed(monkeypatch, capsys, tmp_path):
+    """The options that can carry secrets (headers, body, json) are sent but never in the result or its
+    invocation (a -v run prints module_args)."""
+    seen = []
+
+    def fake_request(url, method="GET", headers=None, data=None, timeout=10, validate_certs=True):
+        seen.append((dict(headers), data))
+        return 200, "{}", 3.0
+
+    monkeypatch.setattr(_health, "http_request", fake_request)
+    result = run_module(monkeypatch, capsys, tmp_path, checks=[
+        dict(name="key", type="http", url="http://api/x", headers={"X-Api-Key": "hdr-secret-913"}),
+        dict(name="form", type="http", url="http://api/y", method="POST", body="token=body-secret-714"),
+        dict(name="doc", type="http", url="http://api/z", method="POST", json={"password": "json-secret-385"})])
+    assert result["_rc"] == 0, result["_raw"]
+    assert seen[0][0]["X-Api-Key"] == "hdr-secret-913"
+    assert seen[1][1] == b"token=body-secret-714" and b"json-secret-385" in seen[2][1]
+    for secret in ("hdr-secret-913", "body-secret-714", "json-secret-385"):
+        assert secret not in result["_raw"]
