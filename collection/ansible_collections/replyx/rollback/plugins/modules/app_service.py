@@ -89,7 +89,7 @@ options:
     description:
       - Extra environment variables for the process started (V(pm2), V(pidfile)). With V(pm2), an app PM2 already
         knows gets them through C(--update-env).
-      - Treated as secrets: the values are never echoed (every value is masked wherever it appears in the result).
+      - Treated as secrets, the values are never echoed (every value is masked wherever it appears in the result).
     type: dict
     default: {}
   pidfile:

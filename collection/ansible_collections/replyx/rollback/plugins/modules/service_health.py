@@ -81,7 +81,7 @@ options:
         type: str
       headers:
         description:
-          - Request headers (V(http), V(login)). Treated as secrets (they may carry API keys): never part of the
+          - Request headers (V(http), V(login)). Treated as secrets (they may carry API keys), never part of the
             checklist or of the echoed module arguments; every header value is masked wherever it appears in the
             result.
         type: dict
@@ -93,12 +93,12 @@ options:
       body:
         description:
           - Raw request body (V(http)). Mutually exclusive with O(checks[].json).
-          - Treated as a secret: never echoed.
+          - Treated as a secret, never echoed.
         type: str
       json:
         description:
           - Request body sent as JSON with C(Content-Type application/json) (V(http)).
-          - Treated as a secret: its values are never echoed.
+          - Treated as a secret, its values are never echoed.
         type: raw
       status:
         description:

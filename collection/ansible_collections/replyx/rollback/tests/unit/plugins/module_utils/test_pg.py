@@ -52,8 +52,8 @@ def test_bad_urls_are_refused_with_what_is_wrong(url, message):
 
 
 def test_the_url_ssl_options_reach_the_tools_environment():
-    settings = _pg.connection_settings(dict(BASE, database_url="postgresql://app:pw@db/chatai?sslmode=verify-full"
-                                                                 "&sslrootcert=/ca.pem"))
+    url = "postgresql://app:pw@db/chatai?sslmode=verify-full&sslrootcert=/ca.pem"
+    settings = _pg.connection_settings(dict(BASE, database_url=url))
     env = _pg.pg_env(settings, base={})
     assert env["PGSSLMODE"] == "verify-full" and env["PGSSLROOTCERT"] == "/ca.pem" and env["PGHOST"] == "db"
     kwargs = _pg.psycopg_kwargs(settings)
