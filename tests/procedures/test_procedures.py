@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 
 import pytest
 
@@ -155,6 +156,51 @@ def test_backup_yml_physical_base_backup(plab):
     newest = max((read_json(p) for p in BASEBACKUP_DIR.glob("*.manifest.json")), key=lambda m: m["created"])
     assert base["name"] == newest["name"] and base["verified"] is False and 0 <= base["age_h"] < 1
     assert f"database   base backup  OK   newest {newest['name']}, " in run.stdout
+
+
+def _archiver() -> dict:
+    row = labutil.psql("SELECT failed_count, coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) "
+                       "FROM pg_stat_archiver", dsn=SUPER_DSN).split("|")
+    return {"failed_count": int(row[0]), "failing": row[1] in ("t", "True", "true")}
+
+
+def _switch_wal() -> None:
+    labutil.psql("CREATE TABLE IF NOT EXISTS replyx_archiver_probe (x int)", dsn=SUPER_DSN)
+    labutil.psql("INSERT INTO replyx_archiver_probe VALUES (1)", dsn=SUPER_DSN)
+    labutil.psql("SELECT pg_switch_wal()", dsn=SUPER_DSN)
+
+
+def test_preflight_fails_naming_a_broken_archiver_and_passes_once_it_is_fixed(plab):
+    """WAL archiving can fail while the database runs happily: preflight (and triage) say so before the
+    incident needs a point-in-time recovery, and pass again once the archiver has caught up."""
+    plab.run("preflight.yml", check=True)
+    failed_before = _archiver()["failed_count"]
+    labutil.psql("ALTER SYSTEM SET archive_command = 'false'", dsn=SUPER_DSN)
+    try:
+        labutil.psql("SELECT pg_reload_conf()", dsn=SUPER_DSN)
+        _switch_wal()
+        deadline = time.monotonic() + 30
+        while _archiver()["failed_count"] == failed_before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _archiver()["failing"], "the archiver did not fail"
+        run = plab.run("preflight.yml")
+        flat = " ".join(run.stdout.split())
+        assert run.returncode == 2
+        assert "FAIL | required | Point-in-time recovery possible (WAL archiving, base backup) | archive_mode on," in flat
+        assert "FAILING since " in flat and "after fixing archiving" in flat
+        triage = plab.run("triage.yml", check=True)
+        assert "FAILING since" in " ".join(triage.stdout.split())
+    finally:
+        labutil.psql("ALTER SYSTEM RESET archive_command", dsn=SUPER_DSN)
+        labutil.psql("SELECT pg_reload_conf()", dsn=SUPER_DSN)
+    deadline = time.monotonic() + 90
+    while _archiver()["failing"] and time.monotonic() < deadline:
+        _switch_wal()  # wakes the archiver, which retries the failed segment first
+        time.sleep(1)
+    labutil.psql("DROP TABLE IF EXISTS replyx_archiver_probe", dsn=SUPER_DSN)
+    assert not _archiver()["failing"], "archiving did not recover"
+    run = plab.run("preflight.yml", check=True)
+    assert "Preflight passed" in run.stdout
 
 
 def test_bad_backup_kind_is_refused(plab):
