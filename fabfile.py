@@ -1,12 +1,16 @@
 """Fabric entry point for the plan's quick commands: `fab health`, `fab db-check`, `fab -H deploy@api1 restart`."""
 from fabric import task
+from invoke.exceptions import Exit
 
 from replyx_rollback import quick
 
 
 def _run(c, name, *extra):
+    """Run one quick command; a failed check fails the task with the command's exit status (fab exits non-zero)."""
     host = getattr(c, "host", None)
-    return quick.COMMANDS[name](quick.connection(host), quick.lab_settings(), *extra)
+    rc = quick.run_on(host, name, quick.lab_settings(), *extra)
+    if rc:
+        raise Exit(f"{name} failed on {host or 'the lab'} (exit {rc})", code=rc)
 
 
 @task

@@ -63,3 +63,30 @@ def test_quick_health_fails_clearly_when_the_backend_is_unreachable():
     proc = _run("replyx-quick", "health", REPLYX_BACKEND_PORT=1)
     assert proc.returncode != 0
     assert "Failed to connect to 127.0.0.1 port 1" in proc.stdout + proc.stderr
+
+
+def test_quick_names_the_host_that_is_down_and_the_others_still_answer(lab):
+    proc = _run("replyx-quick", "--host", "local", "--host", "nobody@127.0.0.1:1", "health")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert '"status":"ok"' in proc.stdout.replace(" ", "")
+    assert "Failed to run health on nobody@127.0.0.1:1" in proc.stderr
+    assert "health: 1 of 2 host(s) passed; failed: nobody@127.0.0.1:1" in proc.stdout
+    assert _run("replyx-quick", "--version").stdout.startswith("replyx-quick ")
+
+
+def test_fab_health_exits_non_zero_when_the_check_fails():
+    proc = _run("fab", "health", REPLYX_BACKEND_PORT=1)
+    assert proc.returncode != 0
+    assert "Failed to connect to 127.0.0.1 port 1" in proc.stdout + proc.stderr
+
+
+def test_db_check_reads_the_env_file_as_data_never_as_shell_code(lab, tmp_path):
+    marker = tmp_path / "executed"
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"# app settings\nexport DATABASE_URL='{labutil.APP_DSN}'\nX=$(touch {marker})\n`touch {marker}`\n")
+    proc = _run("python", "-m", "replyx_rollback.quick", "_psql", "--env-file", str(env_file), "SELECT 1 AS ok")
+    assert proc.returncode == 0, proc.stderr
+    assert '"ok": "1"' in proc.stdout
+    assert not marker.exists()
+    for secret in labutil.SECRETS:
+        assert secret not in proc.stdout + proc.stderr
