@@ -759,10 +759,12 @@ def check_options_spec():
         required=dict(type="bool", default=True),
         url=dict(type="str"),
         method=dict(type="str"),
-        headers=dict(type="dict", no_log=True),  # may carry API keys: never echoed
+        # headers, body and json may carry secrets: the modules mask the secret ones (module_utils._secrets);
+        # no_log on the whole option would mask every value, "1" and "rollback" included, everywhere
+        headers=dict(type="dict", no_log=False),
         authorization=dict(type="str", no_log=True),
-        body=dict(type="str", no_log=True),
-        json=dict(type="raw", no_log=True),
+        body=dict(type="str", no_log=False),
+        json=dict(type="raw", no_log=False),
         status=dict(type="list", elements="int"),
         json_equals=dict(type="dict"),
         body_regex=dict(type="str"),

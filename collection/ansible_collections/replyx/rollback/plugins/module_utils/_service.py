@@ -48,7 +48,9 @@ def argument_spec():
         interpreter=dict(type="str"),
         args=dict(type="list", elements="str", default=[]),
         chdir=dict(type="path"),
-        environment=dict(type="dict", default={}, no_log=True),  # may carry secrets: never echoed
+        # secret values (by name, and URL passwords) are masked by the module (module_utils._secrets); no_log on
+        # the whole dict would mask every value ("1" included) everywhere in the result
+        environment=dict(type="dict", default={}, no_log=False),
         pidfile=dict(type="path"),
         program=dict(type="str"),
         exe=dict(type="str"),

@@ -89,7 +89,9 @@ options:
     description:
       - Extra environment variables for the process started (V(pm2), V(pidfile)). With V(pm2), an app PM2 already
         knows gets them through C(--update-env).
-      - Treated as secrets, the values are never echoed (every value is masked wherever it appears in the result).
+      - Values of variables whose name says they are secret (C(SECRET_KEY), C(DATABASE_URL), anything with password,
+        token, secret, key, auth in its name) and passwords inside URLs are masked wherever they appear in the
+        result, echoed arguments included; other values (ports, modes) are shown as they are.
     type: dict
     default: {}
   pidfile:
@@ -291,11 +293,14 @@ stale_pidfile:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.replyx.rollback.plugins.module_utils._errors import ReplyxError, fail_from
+from ansible_collections.replyx.rollback.plugins.module_utils._secrets import protect, sensitive_values, url_passwords
 from ansible_collections.replyx.rollback.plugins.module_utils._service import REQUIRED_IF, argument_spec, run
 
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), required_if=REQUIRED_IF, supports_check_mode=True)
+    protect(module, sensitive_values(module.params.get("environment") or {}) | url_passwords(module.params.get("command"))
+            | url_passwords(module.params.get("wait_url")))
     try:
         result = run(module)
     except ReplyxError as exc:

@@ -81,9 +81,9 @@ options:
         type: str
       headers:
         description:
-          - Request headers (V(http), V(login)). Treated as secrets (they may carry API keys), never part of the
-            checklist or of the echoed module arguments; every header value is masked wherever it appears in the
-            result.
+          - Request headers (V(http), V(login)). The values of headers whose name says they are secret
+            (C(Authorization), C(Cookie), C(X-Api-Key), anything with token, secret, key, auth, session in its name)
+            and passwords inside URLs are masked wherever they appear in the result, echoed arguments included.
         type: dict
       authorization:
         description:
@@ -93,12 +93,14 @@ options:
       body:
         description:
           - Raw request body (V(http)). Mutually exclusive with O(checks[].json).
-          - Treated as a secret, never echoed.
+          - Masked as a whole wherever it appears in the result (a form body carries passwords), unless shorter than
+            6 characters.
         type: str
       json:
         description:
           - Request body sent as JSON with C(Content-Type application/json) (V(http)).
-          - Treated as a secret, its values are never echoed.
+          - Values under secret-sounding keys (password, token, secret, key, ...) are masked wherever they appear in
+            the result.
         type: raw
       status:
         description:
@@ -591,11 +593,15 @@ elapsed_s:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.replyx.rollback.plugins.module_utils._errors import ReplyxError, fail_from
+from ansible_collections.replyx.rollback.plugins.module_utils._secrets import body_secrets, protect, sensitive_values
 from ansible_collections.replyx.rollback.plugins.module_utils._health import argument_spec, run
 
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    for check in module.params.get("checks") or []:
+        protect(module, sensitive_values(check.get("headers") or {}) | sensitive_values(check.get("json"))
+                | body_secrets(check.get("body")))
     try:
         result = run(module)
     except ReplyxError as exc:
