@@ -26,7 +26,7 @@ def test_rollback_survey_offers_exactly_the_policy_choices():
     assert survey["level"]["choices"] == list(POLICY["rollback_policy_levels"]) + ["auto"]
     assert survey["component"]["choices"] == list(POLICY["rollback_policy_components"])
     # named migration targets are application data: the inventory's rollback_named_targets
-    inventory = yaml.safe_load((labutil.ROOT / "inventories" / "production" / "group_vars" / "all.yml").read_text())
+    inventory = yaml.safe_load((labutil.ROOT / "inventories" / "production" / "group_vars" / "all" / "main.yml").read_text())
     assert survey["target"]["choices"] == list(inventory["rollback_named_targets"])
 
 
