@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -16,6 +17,7 @@ from tests.layout2.conftest import LAYOUT
 pytestmark = pytest.mark.lab
 
 HIGH_APPROVALS = "lead:team_lead:INC-2,dba:executive:INC-2"
+PITR_APPROVALS = "dba:executive:INC-9,lead:team_lead:INC-9"
 DATA_TABLES = ("users", "dialogs", "dialog_messages", "knowledge_embeddings", "balance_transactions", "ai_token_usage")
 # What must never show up for this layout: the default lab's names and root (with its slash: the
 # layout's own root, .lab-layout2, starts with .lab).
@@ -95,6 +97,25 @@ def test_high_rollback_ends_on_the_good_release_with_the_data_intact(l2):
     assert "[WARNING]" not in proc.stdout + proc.stderr
     pre = [p.name for p in (LAYOUT.host_roots["postgres"] / "backups").glob("*pre-rollback*.manifest.json")]
     assert pre and all(name.startswith("replyx_prod-") for name in pre), pre
+
+
+def test_pitr_to_a_time_between_two_writes(l2):
+    """Point-in-time recovery with the data directory, the WAL archive and the base backup under a root
+    with a space, a quote and a non-ASCII character (issue 11): back to a time between two writes, and
+    archiving on again afterwards."""
+    LAYOUT.psql("create table pitr_probe(id int primary key)")
+    LAYOUT.psql("insert into pitr_probe select generate_series(1, 100)")
+    time.sleep(1.5)
+    target = LAYOUT.psql("select now()")
+    time.sleep(1.5)
+    LAYOUT.psql("insert into pitr_probe select generate_series(101, 200)")
+    LAYOUT.psql("select pg_switch_wal()")
+    time.sleep(3)
+    l2.run("pitr.yml", "-e", f"recovery_target_time='{target}'", "-e", f"approvals={PITR_APPROVALS}", check=True)
+    assert LAYOUT.psql("select count(*), max(id) from pitr_probe") == "100|100"
+    assert LAYOUT.psql("select pg_is_in_recovery()") == "False"
+    assert LAYOUT.psql("show archive_mode") == "on"
+    LAYOUT.psql("drop table pitr_probe")
 
 
 def test_nothing_names_chatai_or_the_default_lab(l2):
