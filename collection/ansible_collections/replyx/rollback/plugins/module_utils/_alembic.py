@@ -742,6 +742,18 @@ def decide_data_loss(steps, manifest_info, allow_data_loss):
     return False, dropping
 
 
+def manifest_from_data(data):
+    """A manifest handed over by the caller (verified on the host that keeps the backup)."""
+    missing = [key for key in ("sha256", "database", "path") if not data.get(key)]
+    if missing:
+        raise SafetyRefusal("it is not a pg_backup manifest (no %s)" % ", ".join(missing), verb="accept",
+                            obj="backup_manifest_data")
+    if data.get("verified") is not True:
+        raise SafetyRefusal("the backup it describes was not verified (verified: %r; pg_backup verifies every "
+                            "backup it writes)" % data.get("verified"), verb="accept", obj="backup_manifest_data")
+    return dict(data)
+
+
 def _verify_manifest(path):
     try:
         from ansible_collections.replyx.rollback.plugins.module_utils._manifest import verify_manifest
@@ -784,10 +796,15 @@ def run_downgrade(module, verify_manifest=None):
                   alembic_version=state.get("alembic_version"), python=python, lock=None)
 
     manifest_info = None
-    if params.get("backup_manifest") and steps:
-        manifest = (verify_manifest or _verify_manifest)(params["backup_manifest"])
+    if (params.get("backup_manifest") or params.get("backup_manifest_data")) and steps:
+        if params.get("backup_manifest"):
+            manifest = (verify_manifest or _verify_manifest)(params["backup_manifest"])
+            manifest_path = params["backup_manifest"]
+        else:
+            manifest = manifest_from_data(params["backup_manifest_data"])
+            manifest_path = manifest.get("manifest_path") or manifest.get("path")
         check_manifest(manifest, settings.get("login_db"), current, steps)
-        manifest_info = dict(path=params["backup_manifest"], sha256=manifest.get("sha256"),
+        manifest_info = dict(path=manifest_path, sha256=manifest.get("sha256"),
                              database=manifest.get("database"), alembic_revision=manifest.get("alembic_revision"),
                              created=manifest.get("created"))
     result["backup_manifest"] = manifest_info

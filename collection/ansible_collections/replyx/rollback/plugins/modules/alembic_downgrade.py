@@ -104,6 +104,14 @@ options:
       - Required when a step drops data, unless O(allow_data_loss=true). When given, the backup's checksum is
         verified, and the manifest must be of the same database and taken at the current revision.
     type: path
+  backup_manifest_data:
+    description:
+      - The manifest itself, as M(replyx.rollback.pg_backup) returned it (RV(replyx.rollback.pg_backup#module:backup)),
+        for a downgrade run on another host than the one that keeps the backup (a fleet keeps backups on the
+        PostgreSQL host and runs the migrations from a backend). The caller checks the backup's checksum on its
+        host; the manifest must say the backup was verified.
+      - Checked like O(backup_manifest) otherwise (same database, taken at the current revision, tables).
+    type: dict
   allow_data_loss:
     description:
       - Run steps that drop data without a backup manifest.
@@ -370,6 +378,7 @@ def argument_spec():
         named_targets=dict(type="dict", default={}),
         branch=dict(type="str"),
         backup_manifest=dict(type="path"),
+        backup_manifest_data=dict(type="dict"),
         allow_data_loss=dict(type="bool", default=False),
         backup_planned=dict(type="bool", default=False),
         sql_preview=dict(type="bool", default=False),
@@ -382,7 +391,7 @@ def argument_spec():
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
-        mutually_exclusive=[("python", "virtualenv")],
+        mutually_exclusive=[("python", "virtualenv"), ("backup_manifest", "backup_manifest_data")],
         required_one_of=[("python", "virtualenv")],
         supports_check_mode=True,
     )

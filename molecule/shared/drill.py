@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Run one drill: a playbook against the drill fleet while a client sends requests through HAProxy.
+
+    drill.py --scenario default --name high --bad-release v1.2.0 -- playbooks/rollback.yml -e level=high ...
+
+Before the run it records every table's row count and checksum (PostgreSQL superuser DSN from the
+environment variable REPLYX_DRILL_DSN, never from the command line); during the run a client sends
+GET /health through the load balancer every 50 ms; after it the tables are compared (rows lost: rows
+missing from a table that exists before and after; a table the rollback drops on purpose is listed,
+not counted). One row per drill goes to artifacts/drills.json and the table artifacts/drills.md:
+scenario, drill, result, seconds to service restored (from the start of the run to the first answer
+after the last one that came from the bad release), whole-run seconds, failed client requests, rows lost.
+
+Exit status: 0 when the playbook succeeded, no request failed and no row was lost; 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+COLUMNS = ["scenario", "drill", "result", "restored_s", "run_s", "requests", "failed_requests", "rows_lost"]
+
+
+def fingerprint(dsn: str) -> dict[str, tuple[int, str]]:
+    import psycopg  # the venv's; imported here so --help works anywhere
+
+    out = {}
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")]
+        for table in tables:
+            count, digest = conn.execute(
+                f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t").fetchone()
+            out[table] = (count, digest)
+    return out
+
+
+class LoadClient(threading.Thread):
+    """GET url every interval seconds; keeps (seconds since start, status or error, release)."""
+
+    def __init__(self, url: str, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.url, self.interval = url, interval
+        self.samples: list[tuple[float, object, str]] = []
+        self.stop_event = threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    body = json.loads(resp.read() or b"{}")
+                    self.samples.append((started - self.t0, resp.status, str(body.get("release", ""))))
+            except urllib.error.HTTPError as exc:
+                self.samples.append((started - self.t0, exc.code, ""))
+            except (OSError, ValueError) as exc:
+                self.samples.append((started - self.t0, type(exc).__name__, ""))
+            self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=10)
+
+
+def restored_at(samples, bad: str) -> float | None:
+    """Seconds to the first good answer after the last answer from the bad release."""
+    last_bad = max((i for i, s in enumerate(samples) if s[2] == bad), default=-1)
+    after = [s for s in samples[last_bad + 1:] if s[1] == 200]
+    return round(after[0][0], 2) if after else None
+
+
+def write_tables(artifacts: Path, row: dict) -> list[dict]:
+    artifacts.mkdir(parents=True, exist_ok=True)
+    path = artifacts / "drills.json"
+    rows = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    rows = [r for r in rows if (r["scenario"], r["drill"]) != (row["scenario"], row["drill"])] + [row]
+    path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    lines = ["# Drills", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in COLUMNS) + " |")
+    (artifacts / "drills.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--name", required=True, help="the drill's name in the table (e.g. high)")
+    p.add_argument("--bad-release", default="", help="release the load client must stop seeing")
+    p.add_argument("--lb-url", default="http://10.77.0.41:8080/health")
+    p.add_argument("--inventory", default=str(REPO / "inventories" / "drill"))
+    p.add_argument("--artifacts", default=os.environ.get("REPLYX_ARTIFACTS_DIR") or str(REPO / "artifacts"))
+    p.add_argument("--expect-failure", action="store_true", help="the playbook must fail (fault drills)")
+    p.add_argument("playbook", nargs=argparse.REMAINDER, help="-- PLAYBOOK [ansible-playbook arguments]")
+    args = p.parse_args(argv)
+    play = [a for a in args.playbook if a != "--"]
+    if not play:
+        p.error("name the playbook after --, e.g. -- playbooks/rollback.yml -e level=high")
+    dsn = os.environ.get("REPLYX_DRILL_DSN", "")
+    if not dsn:
+        p.error("set REPLYX_DRILL_DSN (the PostgreSQL superuser DSN of the drill fleet)")
+
+    bindir = Path(sys.executable).parent
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PYTHONPATH=str(REPO / "collection"),
+               PATH=os.pathsep.join([str(bindir), str(REPO / ".tools" / "node_modules" / ".bin"), os.environ.get("PATH", "")]),
+               ANSIBLE_FORCE_COLOR="0", REPLYX_ARTIFACTS_DIR=args.artifacts)
+    env.pop("REPLYX_DRILL_DSN")
+    logs = Path(args.artifacts) / "drills"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{args.scenario}-{args.name}.log"
+
+    before = fingerprint(dsn)
+    client = LoadClient(args.lb_url)
+    client.start()
+    time.sleep(0.5)  # a few answers from before the run
+    t_start = time.monotonic() - client.t0
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.run([str(bindir / "ansible-playbook"), "-i", args.inventory, *play],
+                              cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    t_end = time.monotonic() - client.t0
+    time.sleep(0.5)
+    client.stop()
+    after = fingerprint(dsn)
+
+    in_run = [s for s in client.samples if t_start <= s[0] <= t_end + 0.5]
+    failed = [s for s in in_run if s[1] != 200]
+    dropped = sorted(t for t in before if t not in after)
+    lost = sum(max(0, before[t][0] - after[t][0]) for t in before if t in after)
+    restored = restored_at([(s[0] - t_start, s[1], s[2]) for s in in_run], args.bad_release) if args.bad_release else None
+    ok_run = (proc.returncode != 0) if args.expect_failure else (proc.returncode == 0)
+    passed = ok_run and not failed and lost == 0
+    row = {"scenario": args.scenario, "drill": args.name, "result": "pass" if passed else "FAIL",
+           "restored_s": restored, "run_s": round(t_end - t_start, 1), "requests": len(in_run),
+           "failed_requests": len(failed), "rows_lost": lost, "playbook_rc": proc.returncode,
+           "tables_dropped_by_the_rollback": dropped, "log": str(log)}
+    write_tables(Path(args.artifacts), row)
+    print(json.dumps(row))
+    if failed:
+        print(f"failed requests through the load balancer: {failed[:10]}", file=sys.stderr)
+    if not ok_run:
+        print(f"playbook exit {proc.returncode}; its output: {log}", file=sys.stderr)
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
