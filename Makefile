@@ -14,11 +14,13 @@ PLAYBOOK := $(VENV)/bin/ansible-playbook
 PYTEST_ARGS ?=
 BENCH_ROLLBACK_ARGS ?=
 
-.PHONY: help venv lab-up lab-status lab-down drill test sanity unit integration build lint bench bench-rollback clean distclean
+.PHONY: help venv lab-up lab-status lab-down drill drills drills-setup drills-down test sanity unit integration build lint bench bench-rollback clean distclean
 
 help:
 	@echo "make drill       lab up, deploy the bad release (the incident), run the rollback, show the report"
 	@echo "                 (make drill INVENTORY=inventories/lab-fleet: two backends, two workers hosts)"
+	@echo "                 (make drill FLEET=1: the fleet drill on separate SSH hosts behind HAProxy; stays up)"
+	@echo "make drills      the Molecule drills on real hosts (network namespaces, SSH, HAProxy): artifacts/drills.md"
 	@echo "make test        install what is needed and run every test suite (sanity, unit, integration)"
 	@echo "make lab-up | lab-status | lab-down   the embedded lab (PostgreSQL+pgvector, backend, workers)"
 	@echo "make sanity | unit | integration | build | lint | bench | bench-rollback"
@@ -70,6 +72,22 @@ build: venv
 	mkdir -p build
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path build $(COLLECTION)
 
+# The Molecule drills (molecule/<scenario>): hosts are network namespaces with their own sshd, reached over
+# SSH. drills-setup installs the Debian packages they need (sshd, HAProxy, socat) when missing.
+DRILL_SCENARIOS ?= default
+drills-setup:
+	@bash molecule/shared/setup.sh
+
+drills: venv drills-setup
+	@status=0; for s in $(DRILL_SCENARIOS); do \
+	  echo "==> molecule test -s $$s"; $(VENV)/bin/molecule test -s $$s > build/drills-$$s.log 2>&1 || { status=1; \
+	    echo "scenario $$s FAILED (build/drills-$$s.log):"; sed 's/\x1b\[[0-9;]*m//g' build/drills-$$s.log | grep -E 'fatal|FAILED|failed requests|ERROR' | head -n 20; }; \
+	done; cat artifacts/drills.md 2>/dev/null; exit $$status
+
+# stop the drill hosts (every process in their namespaces; namespaces, veths, bridge)
+drills-down:
+	@$(VENV)/bin/python molecule/shared/netns_hosts.py down >/dev/null
+
 # Suites on servers of their own (the second lab layout: its own root, ports and PM2 home; the PostgreSQL
 # module tests: their own clusters) run in a second pytest beside sanity, lint, the build and the main
 # suites, which share the default lab. Their output is printed at the end; either failing fails the target.
@@ -78,11 +96,12 @@ test: venv
 	@mkdir -p build
 	@rm -f build/side-suites.rc
 	@( $(VENV)/bin/python -m pytest -q -p no:cacheprovider $(SIDE_SUITES) $(PYTEST_ARGS) > build/side-suites.log 2>&1; \
-	   echo $$? > build/side-suites.rc ) & \
+	   rc=$$?; mkdir -p build; $(MAKE) --no-print-directory drills >> build/side-suites.log 2>&1 || rc=1; \
+	   echo $$rc > build/side-suites.rc ) & \
 	$(MAKE) --no-print-directory sanity lint build && \
 	$(VENV)/bin/python -m pytest -q --durations=25 $(COLLECTION)/tests/unit tests $(addprefix --ignore=,$(SIDE_SUITES)) $(PYTEST_ARGS); \
 	main=$$?; wait; \
-	echo "============ side suites ($(SIDE_SUITES)), run beside the others: build/side-suites.log ============"; \
+	echo "============ side suites ($(SIDE_SUITES)) and drills ($(DRILL_SCENARIOS)), run beside the others: build/side-suites.log ============"; \
 	tail -n 60 build/side-suites.log; side=$$(cat build/side-suites.rc 2>/dev/null || echo 1); \
 	echo "main suites exit $$main, side suites exit $$side"; test $$main -eq 0 && test $$side -eq 0
 
@@ -111,4 +130,5 @@ distclean: venv clean
 	  REPLYX_FLEET_ROOT="$(CURDIR)/.lab-fleet" $(PLAYBOOK) -i inventories/lab-fleet playbooks/lab_down.yml >/dev/null || exit 1; fi
 	@if [ -d .lab-layout2 ]; then echo "stopping .lab-layout2"; \
 	  env -u REPLYX_LAYOUT2_ROOT $(PLAYBOOK) -i inventories/lab-layout2 playbooks/lab_down.yml >/dev/null || exit 1; fi
+	@$(VENV)/bin/python molecule/shared/netns_hosts.py down >/dev/null
 	rm -rf .lab .lab-* .drill artifacts

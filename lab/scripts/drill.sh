@@ -4,6 +4,22 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 step() { printf '\n==> %s\n' "$*"; }
 
+# make drill FLEET=1: the fleet drill on separate hosts (network namespaces reached over SSH, HAProxy in
+# front of two backends): molecule create, prepare, converge (the critical and high drills under traffic)
+# and verify; the hosts stay up for a look (ssh -i .drill/id_ed25519 root@10.77.0.21), make drills-down stops them.
+if [ -n "${FLEET:-}" ] && [ "${FLEET}" != 0 ]; then
+  bash molecule/shared/setup.sh
+  status=0
+  for action in create prepare converge verify; do
+    step "molecule $action (molecule/default)"
+    molecule "$action" || { status=$?; break; }
+  done
+  step "Drills (artifacts/drills.md)"
+  cat artifacts/drills.md 2>/dev/null || true
+  step "The drill hosts are still up (pg1 10.77.0.11, be1 .21, be2 .22, wk1 .31, wk2 .32, lb1 .41: HAProxy on :8080). Stop them: make drills-down"
+  exit "$status"
+fi
+
 # make drill INVENTORY=inventories/lab-fleet: the same drill on the fleet lab (two backends, two
 # workers hosts); the default is ansible.cfg's inventories/lab.
 if [ -n "${INVENTORY:-}" ]; then

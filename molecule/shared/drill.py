@@ -80,45 +80,72 @@ def restored_at(samples, bad: str) -> float | None:
     return round(after[0][0], 2) if after else None
 
 
-def write_tables(artifacts: Path, row: dict) -> list[dict]:
-    artifacts.mkdir(parents=True, exist_ok=True)
+def read_rows(artifacts: Path) -> list[dict]:
     path = artifacts / "drills.json"
-    rows = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
-    rows = [r for r in rows if (r["scenario"], r["drill"]) != (row["scenario"], row["drill"])] + [row]
-    path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
+def write_rows(artifacts: Path, rows: list[dict]) -> None:
+    """artifacts/drills.json and the table artifacts/drills.md."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "drills.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     lines = ["# Drills", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         lines.append("| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in COLUMNS) + " |")
     (artifacts / "drills.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return rows
+
+
+def record(artifacts: Path, row: dict) -> None:
+    """Add a drill's row, replacing an earlier row of the same scenario and drill."""
+    rows = [r for r in read_rows(artifacts) if (r["scenario"], r["drill"]) != (row["scenario"], row["drill"])]
+    write_rows(artifacts, rows + [row])
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenario", required=True)
-    p.add_argument("--name", required=True, help="the drill's name in the table (e.g. high)")
+    p.add_argument("--name", default="", help="the drill's name in the table (e.g. high)")
     p.add_argument("--bad-release", default="", help="release the load client must stop seeing")
     p.add_argument("--lb-url", default="http://10.77.0.41:8080/health")
     p.add_argument("--inventory", default=str(REPO / "inventories" / "drill"))
     p.add_argument("--artifacts", default=os.environ.get("REPLYX_ARTIFACTS_DIR") or str(REPO / "artifacts"))
     p.add_argument("--expect-failure", action="store_true", help="the playbook must fail (fault drills)")
+    p.add_argument("--unchanged", action="store_true",
+                   help="every table's rows and checksum must be the same afterwards (a --check run)")
+    p.add_argument("--reset", action="store_true", help="only remove the scenario's rows from the drills' table")
+    p.add_argument("--plain", action="store_true",
+                   help="only run the playbook (its output to the drill log): no client, no table, no DSN needed")
     p.add_argument("playbook", nargs=argparse.REMAINDER, help="-- PLAYBOOK [ansible-playbook arguments]")
     args = p.parse_args(argv)
     play = [a for a in args.playbook if a != "--"]
-    if not play:
+    if args.reset:
+        write_rows(Path(args.artifacts), [r for r in read_rows(Path(args.artifacts)) if r["scenario"] != args.scenario])
+        return 0
+    if not args.name and not args.reset:
+        p.error("name the drill (--name)")
+    if not play and not args.reset:
         p.error("name the playbook after --, e.g. -- playbooks/rollback.yml -e level=high")
     dsn = os.environ.get("REPLYX_DRILL_DSN", "")
-    if not dsn:
+    if not dsn and not args.plain:
         p.error("set REPLYX_DRILL_DSN (the PostgreSQL superuser DSN of the drill fleet)")
 
     bindir = Path(sys.executable).parent
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PYTHONPATH=str(REPO / "collection"),
                PATH=os.pathsep.join([str(bindir), str(REPO / ".tools" / "node_modules" / ".bin"), os.environ.get("PATH", "")]),
                ANSIBLE_FORCE_COLOR="0", REPLYX_ARTIFACTS_DIR=args.artifacts)
-    env.pop("REPLYX_DRILL_DSN")
+    env.pop("REPLYX_DRILL_DSN", None)
     logs = Path(args.artifacts) / "drills"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{args.scenario}-{args.name}.log"
+
+    if args.plain:
+        with log.open("w", encoding="utf-8") as out:
+            proc = subprocess.run([str(bindir / "ansible-playbook"), "-i", args.inventory, *play],
+                                  cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+        if proc.returncode:
+            print(f"playbook exit {proc.returncode}; the end of its output ({log}):", file=sys.stderr)
+            print("".join(log.read_text(encoding="utf-8").splitlines(keepends=True)[-40:]), file=sys.stderr)
+        return proc.returncode
 
     before = fingerprint(dsn)
     client = LoadClient(args.lb_url)
@@ -139,15 +166,19 @@ def main(argv=None) -> int:
     lost = sum(max(0, before[t][0] - after[t][0]) for t in before if t in after)
     restored = restored_at([(s[0] - t_start, s[1], s[2]) for s in in_run], args.bad_release) if args.bad_release else None
     ok_run = (proc.returncode != 0) if args.expect_failure else (proc.returncode == 0)
-    passed = ok_run and not failed and lost == 0
+    changed_tables = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
+    passed = ok_run and not failed and lost == 0 and not (args.unchanged and changed_tables)
     row = {"scenario": args.scenario, "drill": args.name, "result": "pass" if passed else "FAIL",
            "restored_s": restored, "run_s": round(t_end - t_start, 1), "requests": len(in_run),
            "failed_requests": len(failed), "rows_lost": lost, "playbook_rc": proc.returncode,
-           "tables_dropped_by_the_rollback": dropped, "log": str(log)}
-    write_tables(Path(args.artifacts), row)
+           "tables_dropped_by_the_rollback": dropped,
+           "tables_changed": changed_tables, "log": str(log)}
+    record(Path(args.artifacts), row)
     print(json.dumps(row))
     if failed:
         print(f"failed requests through the load balancer: {failed[:10]}", file=sys.stderr)
+    if args.unchanged and changed_tables:
+        print(f"tables changed by a run that must change nothing: {changed_tables}", file=sys.stderr)
     if not ok_run:
         print(f"playbook exit {proc.returncode}; its output: {log}", file=sys.stderr)
     return 0 if passed else 1

@@ -487,3 +487,28 @@ def test_helper_reports_unreadable_scripts_and_bad_url(toy_project):
     bad = _run_helper(python, toy_project, "state", "postgresql://u:hunter2@127.0.0.1:1/db")
     assert bad["ok"] is False and bad["kind"] == "connection"
     assert "hunter2" not in json.dumps(bad)
+
+
+# A manifest handed over by the caller (the backup verified on the PostgreSQL host, the downgrade run on a backend).
+GOOD_DATA = {"path": "/srv/replyx/postgres/backups/chatai.dump", "sha256": "ab" * 32, "database": "chatai",
+             "alembic_revision": HEAD, "verified": True}
+
+
+def test_manifest_from_data_accepts_a_verified_manifest():
+    manifest = al.manifest_from_data(GOOD_DATA)
+    assert manifest == GOOD_DATA and manifest is not GOOD_DATA
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"verified": False}, "was not verified"),
+    ({"verified": "yes"}, "was not verified"),
+    ({"verified": None}, "was not verified"),
+    ({"sha256": ""}, "no sha256"),
+    ({"database": None}, "no database"),
+    ({"path": ""}, "no path"),
+])
+def test_manifest_from_data_refuses(change, fragment):
+    with pytest.raises(al.SafetyRefusal) as exc:
+        al.manifest_from_data(dict(GOOD_DATA, **change))
+    assert fragment in exc.value.msg
+    assert exc.value.msg.startswith("Failed to accept backup_manifest_data")
