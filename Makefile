@@ -107,7 +107,7 @@ test: venv
 
 # ansible-lint, production profile, on what operators run (.ansible-lint holds the settings)
 lint: venv
-	$(VENV)/bin/ansible-lint --profile production roles playbooks
+	$(VENV)/bin/ansible-lint --profile production roles playbooks molecule
 
 bench: venv
 	$(VENV)/bin/python bench/run.py
