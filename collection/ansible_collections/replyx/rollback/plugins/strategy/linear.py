@@ -1,0 +1,75 @@
+# -*- coding: utf-8 -*-
+# Copyright: ReplyX platform team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The linear strategy, except that an unreachable delegated-to host fails the task instead of the controller."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: linear
+short_description: Linear, but a delegated-to host that cannot be reached fails the task
+description:
+  - Runs like P(ansible.builtin.linear#strategy).
+  - With the built-in strategies, a task delegated to a host that cannot be reached marks the host the
+    play runs for as unreachable. The rollback plays run on the controller (C(localhost)) and delegate
+    every step to the hosts, so one backend whose link is cut mid-run would end the whole run at once,
+    with neither the C(rescue) (put the touched hosts back) nor the C(always) (incident report, lock
+    release) of the run's block.
+  - With this strategy such a result is a failure of the task (its message names the host and the
+    connection error, and C(unreachable_delegate) says which host), so the block's C(rescue) and C(always)
+    run. A play host that cannot itself be reached is still unreachable, as with the built-in strategy.
+author: ReplyX platform team
+version_added: 1.1.0
+"""
+
+import re
+from collections import deque
+
+from ansible.plugins.strategy.linear import StrategyModule as LinearStrategyModule
+
+
+ADDRESS = re.compile(r'remote host "([^"]+)"')
+
+
+def fail_unreachable_delegate(task_result, host_of=lambda address: address):
+    """Turn an unreachable delegated result (or loop item) into a failed one; returns the result.
+
+    host_of maps the address in the connection error to the inventory host's name."""
+    task = getattr(task_result, "task", None)
+    if task is None or not getattr(task, "delegate_to", None):
+        return task_result
+    data = task_result._return_data  # pylint: disable=protected-access
+    items = [data] + [item for item in (data.get("results") or []) if isinstance(item, dict)]
+    for item in items:
+        if item.get("unreachable"):
+            found = ADDRESS.search(str(item.get("msg", "")))
+            host = host_of(found.group(1)) if found else ""
+            item["unreachable"] = False
+            item["failed"] = True
+            item["unreachable_delegate"] = str(host)
+            item["msg"] = "delegated host %s is unreachable: %s" % (host or "(unknown)", item.get("msg", ""))
+    return task_result
+
+
+class _FailingUnreachableDelegates(deque):
+    """The strategy's result queue: results are converted as the strategy takes them."""
+
+    def __init__(self, host_of):
+        super().__init__()
+        self.host_of = host_of
+
+    def popleft(self):
+        return fail_unreachable_delegate(super().popleft(), self.host_of)
+
+
+class StrategyModule(LinearStrategyModule):
+    def __init__(self, tqm):
+        super().__init__(tqm)
+        self._results = _FailingUnreachableDelegates(self._host_of)
+
+    def _host_of(self, address):
+        """The inventory host whose name or ansible_host is address (the address itself when none is)."""
+        for host in self._inventory.hosts.values():
+            if address in (host.name, host.vars.get("ansible_host")):
+                return host.name
+        return address
