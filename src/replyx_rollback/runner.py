@@ -396,7 +396,10 @@ def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | 
                     and "/plans/" in res["dest"]:
                 result.plan = res["dest"]
             if kind == "runner_on_failed" and not data.get("ignore_errors"):
-                result.failed_tasks.append({"task": task, "host": host, "msg": redact(str(res.get("msg", ""))[:2000])})
+                msg = str(res.get("msg", ""))
+                if res.get("stderr") and (not msg or msg == "non-zero return code"):
+                    msg = f"{msg}: {str(res['stderr']).strip()[-500:]}"
+                result.failed_tasks.append({"task": task, "host": host, "msg": redact(msg[:2000])})
             if kind in ("runner_on_ok", "runner_on_failed"):
                 for w in res.get("warnings") or []:
                     result.warnings.append(f"{host}: {task}: {redact(w)}")
