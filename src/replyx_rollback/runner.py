@@ -25,6 +25,8 @@ STRATEGY_DIR = PACKAGE_DIR / "ansible_plugins" / "strategy"
 PROJECT_ENV = "REPLYX_ROLLBACK_PROJECT"
 # the task of playbooks/rollback.yml that prints the plan (rollback_plan.text, lines)
 PLAN_TASK = "Show the plan"
+# playbooks that run the rollback play (restore.yml and pitr.yml import rollback.yml)
+ROLLBACK_PLAYBOOKS = ("rollback.yml", "restore.yml", "pitr.yml")
 _URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]+:)[^@\s]+@")
 _SECRET_ASSIGN = re.compile(r"(?i)\b(password|secret|token|secret_key)(\s*[=:]\s*)\S+")
 
@@ -208,7 +210,7 @@ def classify(result: RunResult) -> int:
     if result.status == "successful" and result.rc == 0:
         return EXIT_OK
     st = result.state
-    if result.playbook == "rollback.yml":
+    if result.playbook in ROLLBACK_PLAYBOOKS:
         if not st.get("started_at"):
             return EXIT_REFUSED  # planning, approvals or the lock stopped it: no run record, nothing changed
         if result.failed_phase == "validate" or st.get("validation"):

@@ -174,10 +174,10 @@ def test_exit_codes_are_distinct_and_documented():
         assert f"| {code} |" in doc, code
 
 
-def _result(**kw):
+def _result(playbook="rollback.yml", **kw):
     from replyx_rollback import runner  # noqa: PLC0415
 
-    return runner.classify(runner.RunResult(playbook="rollback.yml", status="failed", rc=2, **kw))
+    return runner.classify(runner.RunResult(playbook=playbook, status="failed", rc=2, **kw))
 
 
 def test_exit_code_of_each_way_a_rollback_ends():
@@ -185,6 +185,7 @@ def test_exit_code_of_each_way_a_rollback_ends():
     (rollback_run_state / rollback_run_failed_phase, as rescue.yml writes them)."""
     opened = {"started_at": "2026-12-03T09:00:00Z", "outcome": "failed"}
     assert _result() == 3  # no run record: stopped while planning, by the approvals or by the lock
+    assert _result("pitr.yml") == _result("restore.yml") == 3  # a PITR target outside the window, a bad checksum
     assert _result(state=dict(opened, rescue_outcome="restored")) == 5
     assert _result(state=dict(opened, rescue_outcome="nothing_to_undo")) == 5
     assert _result(state=dict(opened, rescue_outcome="not_safe")) == 1
