@@ -210,8 +210,6 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2, default=str))
         return result.exit_code
-    if result.plan_text:
-        print("\n" + "\n".join(result.plan_text))
     print("\n" + "\n".join(_summary(result, extravars)), flush=True)
     return result.exit_code
 

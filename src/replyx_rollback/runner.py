@@ -273,6 +273,10 @@ class Progress:
         else:
             self._emit(f"  - {name}")
 
+    def block(self, lines: list) -> None:
+        for line in lines:
+            self._emit(line)
+
     def task_finished(self, host: str, task: str, action: str) -> None:
         self.tasks_done[host] = self.tasks_done.get(host, 0) + 1
         for kind, (module, prefix) in _STEP_DONE.items():
@@ -394,6 +398,7 @@ def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | 
             if kind == "runner_on_ok" and task == PLAN_TASK:
                 msg = res.get("msg")
                 result.plan_text = [str(x) for x in (msg if isinstance(msg, list) else str(msg or "").splitlines())]
+                progress.block(["", *result.plan_text, ""])  # the plan before anything runs, not after
             if kind == "runner_on_ok" and isinstance(res.get("dest"), str) and res["dest"].endswith(".txt") \
                     and "/plans/" in res["dest"]:
                 result.plan = res["dest"]
