@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
 import shutil
 import signal
 import subprocess
@@ -122,6 +125,29 @@ def test_cli_finds_its_own_tools_without_the_venv_on_path(lab):
                           env={**labutil.env(), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "result: success (exit 0: success)" in proc.stdout
+
+
+def test_cli_progress_on_a_terminal_is_one_rewritten_line(lab):
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(labutil.VENV_BIN / "replyx-rollback"), "lab-status"], cwd=labutil.ROOT,
+                            env=labutil.env(), stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the command closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    text = out.decode(errors="replace")
+    # the status line: elapsed time, tasks done per host, the current task; rewritten with a carriage return
+    assert re.search(r"\r\[ *\d+\.\ds\] postgres \d+ tasks \| Ask whether PostgreSQL accepts connections", text), text[-2000:]
+    assert "  - Ask whether PostgreSQL accepts connections" not in text  # no plain task lines on a terminal
+    assert "result: success (exit 0: success)" in text
 
 
 def test_cli_works_from_a_non_editable_install(lab, tmp_path):
