@@ -414,10 +414,14 @@ def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | 
                     progress.task_finished(host, task, str(data.get("task_action") or ""))
         elif kind == "runner_on_unreachable":
             result.unreachable[host] = redact(str(res.get("msg", "unreachable")))[:500]
-        elif kind == "warning":
+        elif kind in ("warning", "deprecated", "verbose"):
+            # Ansible's display events: warnings raised before the event callback loads (inventory parsing)
+            # arrive as verbose events; the strategy plugin's own deprecation notice is ours, not news
             text = (event.get("stdout") or "").strip()
-            text = re.sub(r"^\[WARNING\]:\s*", "", text)
-            if text and "deprecation_warnings=False" not in text:
+            if kind == "verbose" and not text.startswith("[WARNING]"):
+                return True
+            text = re.sub(r"^\[(DEPRECATION )?WARNING\]:\s*", lambda m: "deprecation: " if m.group(1) else "", text)
+            if text and "deprecation_warnings=False" not in text and "Use of strategy plugins" not in text:
                 result.warnings.append(redact(text))
         elif kind == "playbook_on_stats":
             failed = set(data.get("failures") or {}) | set(data.get("dark") or {})

@@ -81,16 +81,20 @@ def test_cli_reports_a_refused_rollback_with_its_exit_code(lab, tmp_path):
     assert list((tmp_path / "art").glob("*/job_events/*.json")) and list((tmp_path / "art").glob("*/stdout"))
 
 
-def test_cli_names_an_unreachable_host(lab, tmp_path):
+def test_cli_names_an_unreachable_host_and_the_warnings(lab, tmp_path):
     # a copy of the lab inventory in which the workers host is behind a closed SSH port; -i relative to the cwd
     shutil.copytree(labutil.ROOT / "inventories" / "lab", tmp_path / "lab-down")
     with open(tmp_path / "lab-down" / "host_vars" / "workers.yml", "a", encoding="utf-8") as fh:
         fh.write("\nansible_connection: ssh\nansible_host: 127.0.0.1\nansible_port: 1\nansible_user: nobody\n")
+    with open(tmp_path / "lab-down" / "hosts.yml", "a", encoding="utf-8") as fh:  # a group name Ansible warns about
+        fh.write("    on-call:\n      hosts:\n        workers:\n")
     proc = _run("replyx-rollback", "plan", "critical", "-i", "lab-down", cwd=tmp_path, REPLYX_ARTIFACTS_DIR=tmp_path)
     assert proc.returncode == 4, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "result: failed (exit 4: hosts unreachable)" in proc.stdout
     assert "unreachable: workers: " in proc.stdout and "port 1: Connection refused" in proc.stdout
     assert "| unreachable workers" in proc.stdout
+    assert "warning: Invalid characters were found in group names" in proc.stdout
+    assert "strategy plugins" not in proc.stdout  # the CLI's own strategy plugin is not news to the operator
 
 
 def test_cli_ctrl_c_stops_at_a_safe_point_releases_the_lock_and_reports_cancelled(lab, tmp_path):
