@@ -158,7 +158,7 @@ def _request(args) -> tuple[str, dict, bool]:
     return playbook, extravars, check
 
 
-def _summary(result, extravars) -> list[str]:
+def _summary(result) -> list[str]:
     hosts = result.hosts or {}
     lines = [f"result: {result.outcome} (exit {result.exit_code}: {EXIT_CODES.get(result.exit_code, 'failed')})"]
     lines.append("hosts: ok {} | failed {} | unreachable {}".format(
@@ -189,9 +189,23 @@ def _summary(result, extravars) -> list[str]:
     return lines
 
 
+def _check(parser: argparse.ArgumentParser, args) -> None:
+    """Combinations the options alone can refuse, before anything runs (exit 2)."""
+    if args.command in ("run", "plan") and args.recovery not in (None, "none"):
+        if args.level != "critical":
+            parser.error(f"--recovery {args.recovery} is only for level critical (got {args.level})")
+        if args.recovery == "restore" and not args.recovery_backup:
+            parser.error("--recovery restore needs --recovery-backup MANIFEST")
+        if args.recovery == "pitr" and not args.recovery_target_time:
+            parser.error("--recovery pitr needs --recovery-target-time 'YYYY-MM-DD HH:MM:SS+00'")
+    if args.command == "restore" and args.mode == "tables" and not args.tables:
+        parser.error("--mode tables needs --tables a,b (the tables whose data to restore)")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check(parser, args)
     playbook, extravars, check = _request(args)
     for extra in args.extra_vars:
         extravars.update(extra)
@@ -210,7 +224,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2, default=str))
         return result.exit_code
-    print("\n" + "\n".join(_summary(result, extravars)), flush=True)
+    print("\n" + "\n".join(_summary(result)), flush=True)
     return result.exit_code
 
 

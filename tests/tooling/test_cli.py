@@ -70,12 +70,14 @@ def test_cli_json_comes_from_the_run_events_from_any_directory(lab, tmp_path):
 
 
 def test_cli_reports_a_refused_rollback_with_its_exit_code(lab, tmp_path):
-    proc = _run("replyx-rollback", "run", "critical", "--json", "--keep-artifacts", str(tmp_path / "art"),
-                REPLYX_ARTIFACTS_DIR=tmp_path)
+    # -e passes extra variables through as ansible-playbook takes them (here the approvals, by a developer)
+    proc = _run("replyx-rollback", "run", "critical", "-e", "approvals=solo:developer:INC-1", "--json",
+                "--keep-artifacts", str(tmp_path / "art"), REPLYX_ARTIFACTS_DIR=tmp_path)
     assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["exit_meaning"] == "refused before any change" and result["outcome"] == "failed"
-    assert any("needs approval by a executive" in f["msg"] for f in result["failed_tasks"])
+    assert any("needs approval by a executive" in f["msg"] and "Recorded approvals: solo." in f["msg"]
+               for f in result["failed_tasks"])
     assert result["report"] is None and not LOCK.exists()
     # --keep-artifacts: ansible-runner's events and stdout of the run
     assert list((tmp_path / "art").glob("*/job_events/*.json")) and list((tmp_path / "art").glob("*/stdout"))
@@ -125,10 +127,12 @@ def test_cli_ctrl_c_stops_at_a_safe_point_releases_the_lock_and_reports_cancelle
 
 
 def test_cli_finds_its_own_tools_without_the_venv_on_path(lab):
-    proc = subprocess.run([str(labutil.VENV_BIN / "replyx-rollback"), "lab-status"], cwd=labutil.ROOT,
-                          env={**labutil.env(), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(labutil.VENV_BIN / "replyx-rollback"), "lab-status", "--limit", "postgres"],
+                          cwd=labutil.ROOT, env={**labutil.env(), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "result: success (exit 0: success)" in proc.stdout
+    assert "hosts: ok postgres | failed - | unreachable -" in proc.stdout
 
 
 def test_cli_progress_on_a_terminal_is_one_rewritten_line(lab):
@@ -190,6 +194,12 @@ def test_cli_rejects_bad_input_naming_the_choices(tmp_path):
     assert proc.returncode == 2 and "must be key=value, a JSON object or @file" in proc.stderr
     proc = _run("replyx-rollback", "run", "critical", "--recovery", "later")
     assert proc.returncode == 2 and "invalid choice: 'later'" in proc.stderr and "pitr" in proc.stderr
+    proc = _run("replyx-rollback", "run", "high", "--recovery", "pitr")
+    assert proc.returncode == 2 and "--recovery pitr is only for level critical (got high)" in proc.stderr
+    proc = _run("replyx-rollback", "plan", "critical", "--recovery", "restore")
+    assert proc.returncode == 2 and "--recovery restore needs --recovery-backup MANIFEST" in proc.stderr
+    proc = _run("replyx-rollback", "restore", "--backup", "x.manifest.json", "--mode", "tables")
+    assert proc.returncode == 2 and "--mode tables needs --tables" in proc.stderr
 
 
 def test_exit_codes_are_distinct_and_documented():
