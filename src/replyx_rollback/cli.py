@@ -220,6 +220,8 @@ def main(argv=None) -> int:
                               keep_artifacts=args.keep_artifacts, project_dir=args.project_dir, tty=tty)
     except UsageError as exc:
         print(f"replyx-rollback: error: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"exit_code": EXIT_USAGE, "exit_meaning": EXIT_CODES[EXIT_USAGE], "error": str(exc)}))
         return EXIT_USAGE
     if args.json:
         print(json.dumps(result.to_json(), indent=2, default=str))

@@ -187,9 +187,10 @@ def test_cli_rejects_bad_input_naming_the_choices(tmp_path):
     proc = _run("replyx-rollback", "run", "urgent")
     assert proc.returncode == 2
     assert "invalid choice: 'urgent'" in proc.stderr and "critical" in proc.stderr and "auto" in proc.stderr
-    proc = _run("replyx-rollback", "-i", "inventories/nope", "plan", "critical")
+    proc = _run("replyx-rollback", "-i", "inventories/nope", "plan", "critical", "--json")
     assert proc.returncode == 2
     assert "inventory 'inventories/nope' not found" in proc.stderr and "inventories/lab-fleet" in proc.stderr
+    assert json.loads(proc.stdout)["exit_meaning"].startswith("usage error")
     proc = _run("replyx-rollback", "plan", "critical", "-e", "no value")
     assert proc.returncode == 2 and "must be key=value, a JSON object or @file" in proc.stderr
     proc = _run("replyx-rollback", "run", "critical", "--recovery", "later")
