@@ -99,6 +99,17 @@ def test_cli_names_an_unreachable_host_and_the_warnings(lab, tmp_path):
     assert "strategy plugins" not in proc.stdout  # the CLI's own strategy plugin is not news to the operator
 
 
+def test_cli_exit_code_of_a_failed_validation(lab, tmp_path):
+    # the checklist against a backend port nothing listens on (the lab itself is untouched), one attempt
+    proc = _run("replyx-rollback", "validate", "-e", "validation_deadline_s=0", "--json",
+                REPLYX_BACKEND_PORT=1, REPLYX_ARTIFACTS_DIR=tmp_path)
+    assert proc.returncode == 6, proc.stdout[-3000:] + proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["exit_meaning"] == "validation failed" and result["hosts"]["failed"] == ["localhost"]
+    assert any(f["msg"].startswith("Validation failed: health") for f in result["failed_tasks"])
+    assert labutil.http_json(f"{labutil.BACKEND_URL}/health")[0] == 200
+
+
 def test_cli_ctrl_c_stops_at_a_safe_point_releases_the_lock_and_reports_cancelled(lab, tmp_path):
     head = labutil.psql("select version_num from alembic_version")
     history = labutil.release_history("backend")
