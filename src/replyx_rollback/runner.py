@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,8 +318,9 @@ class Canceller:
         self._old: dict = {}
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc):
@@ -358,7 +360,10 @@ def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | 
         # the ansible-playbook found first, then the other tool directories (PM2), then the caller's PATH
         "PATH": os.pathsep.join(dict.fromkeys([os.path.dirname(binary), *(str(d) for d in dirs),
                                                os.environ.get("PATH", "")])),
-        "ANSIBLE_CONFIG": os.environ.get("ANSIBLE_CONFIG") or str(project / "ansible.cfg"),
+        # --project-dir names the whole project, its ansible.cfg included; else an ANSIBLE_CONFIG set by the
+        # operator (a site's own settings) is kept
+        "ANSIBLE_CONFIG": str(project / "ansible.cfg") if project_dir
+        else os.environ.get("ANSIBLE_CONFIG") or str(project / "ansible.cfg"),
         "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_STRATEGY_PLUGINS": os.pathsep.join(filter(None, [str(STRATEGY_DIR),
                                                                   os.environ.get("ANSIBLE_STRATEGY_PLUGINS")])),
