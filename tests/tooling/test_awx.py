@@ -97,3 +97,113 @@ def test_ansible_builder_creates_the_build_context(tmp_path):
     assert "ansible-galaxy collection install --offline -p /usr/share/ansible/collections /tmp/replyx-collection/" \
         in containerfile
     assert yaml.safe_load((context / "_build" / "requirements.yml").read_text())["collections"][0]["version"]
+
+
+class _Controller:
+    """A stand-in of the controller's API endpoints playbooks/awx_approvals.yml reads: the nodes of a
+    workflow job and each workflow approval (who approved, the node's name)."""
+
+    def __init__(self, approvals):
+        import http.server  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                outer.requests.append((self.path, self.headers.get("Authorization")))
+                if self.path.startswith("/api/v2/workflow_jobs/42/workflow_nodes/"):
+                    body = {"count": len(approvals) + 2, "results": [
+                        {"id": 1, "summary_fields": {"job": {"id": 501, "type": "job", "status": "successful"}}},
+                        *({"id": 10 + i, "summary_fields": {"job": {"id": 900 + i, "type": "workflow_approval",
+                                                                    "status": a[2]}}} for i, a in enumerate(approvals)),
+                        {"id": 2, "summary_fields": {}}]}
+                elif self.path.startswith("/api/v2/workflow_approvals/9"):
+                    name, user, status = approvals[int(self.path.rstrip("/").rsplit("/", 1)[1]) - 900]
+                    body = {"id": 900, "name": name, "status": status,
+                            "summary_fields": {"approved_or_denied_by": {"id": 7, "username": user}}}
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def _approvals_play(controller, *extra, playbook="awx_approvals.yml", check=False, **env):
+    args = [a for kv in extra for a in ("-e", kv)] + (["--check"] if check else [])
+    return labutil.playbook(playbook, *args, CONTROLLER_HOST=controller.url, CONTROLLER_OAUTH_TOKEN="tok-123", **env)
+
+
+def test_approvals_are_read_back_from_the_controller():
+    controller = _Controller([("Team lead approves the rollback [team_lead]", "alice", "successful"),
+                              ("Second approver (data can be lost) [executive]", "bob", "successful")])
+    try:
+        proc = _approvals_play(controller, "awx_job_id=43", "awx_workflow_job_id=42", "ticket=INC-9")
+    finally:
+        controller.close()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "Approvals from the controller (workflow job 42): alice:team_lead:INC-9,bob:executive:INC-9" in proc.stdout
+    assert all(auth == "Bearer tok-123" for _, auth in controller.requests) and len(controller.requests) == 3
+    assert "tok-123" not in proc.stdout + proc.stderr
+
+
+def test_the_same_person_approving_twice_is_refused():
+    controller = _Controller([("First approver of the restore [executive]", "alice", "successful"),
+                              ("Second approver of the restore [team_lead]", "alice", "successful")])
+    try:
+        proc = _approvals_play(controller, "awx_job_id=43", "awx_workflow_job_id=42")
+    finally:
+        controller.close()
+    assert proc.returncode != 0
+    assert "The same person approved more than once (alice, alice)" in proc.stdout
+
+
+def test_approvals_as_extra_vars_are_refused_under_awx():
+    controller = _Controller([])
+    try:
+        proc = _approvals_play(controller, "awx_job_id=43", "awx_workflow_job_id=42", "approvals=me:executive:X")
+    finally:
+        controller.close()
+    assert proc.returncode != 0 and "remove the extra var 'approvals'" in proc.stdout
+    assert controller.requests == []  # refused before asking the controller
+
+
+@pytest.mark.lab
+def test_the_rollback_under_awx_checks_the_approvals_read_back(lab, tmp_path):
+    """playbooks/awx_rollback.yml: the critical level needs an executive; the controller says who approved."""
+    controller = _Controller([("Team lead approves the rollback [team_lead]", "alice", "successful"),
+                              ("Second approver (data can be lost) [executive]", "bob", "successful")])
+    try:
+        ok = _approvals_play(controller, "awx_job_id=43", "awx_workflow_job_id=42", "level=critical", "ticket=INC-9",
+                             check=True, playbook="awx_rollback.yml", REPLYX_ARTIFACTS_DIR=tmp_path)
+    finally:
+        controller.close()
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-2000:]
+    assert "CHECK MODE: nothing will change" in ok.stdout
+    assert "alice:team_lead:INC-9,bob:executive:INC-9" in ok.stdout
+    # executing (approvals are checked only when the plan executes): refused before any change, by whom
+    lead_only = _Controller([("Team lead approves the rollback [team_lead]", "alice", "successful"),
+                             ("Second approver (data can be lost) [executive]", "bob", "failed")])
+    try:
+        refused = _approvals_play(lead_only, "awx_job_id=43", "awx_workflow_job_id=42", "level=critical",
+                                  "ticket=INC-9", playbook="awx_rollback.yml", REPLYX_ARTIFACTS_DIR=tmp_path)
+    finally:
+        lead_only.close()
+    assert refused.returncode != 0
+    assert "needs approval by a executive" in refused.stdout and "Recorded approvals: alice." in refused.stdout
