@@ -13,8 +13,15 @@ AWX = labutil.ROOT / "awx"
 POLICY = yaml.safe_load((labutil.ROOT / "roles" / "rollback_policy" / "vars" / "levels.yml").read_text())
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as Ansible reads awx/controller.yml: !unsafe marks text Ansible must not template."""
+
+
+_Loader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+
+
 def _controller():
-    return yaml.safe_load((AWX / "controller.yml").read_text())
+    return yaml.load((AWX / "controller.yml").read_text(), Loader=_Loader)  # noqa: S506 (a SafeLoader)
 
 
 def test_every_job_template_runs_an_existing_playbook():
@@ -23,7 +30,10 @@ def test_every_job_template_runs_an_existing_playbook():
 
 
 def test_rollback_survey_offers_exactly_the_policy_choices():
-    rollback = next(j for j in _controller()["replyx_awx_job_templates"] if j["playbook"] == "playbooks/rollback.yml")
+    c = _controller()
+    rollback = next(j for j in c["replyx_awx_job_templates"] if j["playbook"] == "playbooks/awx_rollback.yml")
+    workflow = next(w for w in c["replyx_awx_workflows"] if w["name"] == "ReplyX - rollback (approved)")
+    assert workflow["survey"] == rollback["survey"]  # the workflow's survey is the one its operators fill in
     survey = {q["variable"]: q for q in rollback["survey"]}
     assert survey["level"]["choices"] == list(POLICY["rollback_policy_levels"]) + ["auto"]
     assert survey["component"]["choices"] == list(POLICY["rollback_policy_components"])
@@ -207,3 +217,53 @@ def test_the_rollback_under_awx_checks_the_approvals_read_back(lab, tmp_path):
         lead_only.close()
     assert refused.returncode != 0
     assert "needs approval by a executive" in refused.stdout and "Recorded approvals: alice." in refused.stdout
+
+
+def test_approval_nodes_name_a_policy_role_and_data_changing_steps_have_failure_paths():
+    roles = set(POLICY["rollback_policy_role_rank"])
+    c = _controller()
+    reads = {j["name"] for j in c["replyx_awx_job_templates"] if j.get("reads_approvals")}
+    assert reads == {"ReplyX - rollback", "ReplyX - restore", "ReplyX - pitr"}
+    for j in c["replyx_awx_job_templates"]:
+        assert j["playbook"].startswith("playbooks/awx_") == (j["name"] in reads), j["name"]
+    for wf in c["replyx_awx_workflows"]:
+        nodes = {n["identifier"]: n for n in wf["nodes"]}
+        for n in wf["nodes"]:
+            if "approval" in n:
+                role = n["approval"]["name"].rsplit("[", 1)[-1].rstrip("]")
+                assert role in roles, n["approval"]["name"]
+            if n.get("job_template") in reads:
+                assert n.get("failure") and all(f in nodes for f in n["failure"]), n["identifier"]
+        assert wf["survey"] and all(q["variable"] for q in wf["survey"])
+    names = {t["name"] for t in c["replyx_awx_notification_templates"]}
+    for kind in ("error", "success", "approvals"):
+        assert set(c["replyx_awx_workflow_notifications"][kind]) <= names
+    webhook = c["replyx_awx_credential_types"][0]
+    assert webhook["inputs"]["fields"][0]["secret"] is True
+    assert webhook["injectors"]["extra_vars"] == {"rollback_webhook_url": "{{ webhook_url }}"}
+    assert "replyx-webhook" in c["replyx_awx_credentials"]
+
+
+def test_configure_uses_only_options_the_awx_modules_have():
+    """Every argument awx/configure.yml gives an awx.awx module is one of that module's options (ansible-doc),
+    with the suboptions of approval_node, and a notification type among its choices."""
+    tasks = yaml.safe_load((AWX / "configure.yml").read_text())[0]["tasks"]
+    used = {}
+    for task in tasks:
+        module = next(k for k in task if k.startswith("awx.awx."))
+        used.setdefault(module, set()).update(task[module])
+    proc = subprocess.run([str(labutil.VENV_BIN / "ansible-doc"), "-j", *sorted(used)], cwd=labutil.ROOT,
+                          env=labutil.env(), capture_output=True, text=True, check=True)
+    docs = json.loads(proc.stdout)
+    assert set(docs) == set(used)
+    for module, args in used.items():
+        options = docs[module]["doc"]["options"]
+        assert args <= set(options), (module, args - set(options))
+    node = docs["awx.awx.workflow_job_template_node"]["doc"]["options"]["approval_node"]["suboptions"]
+    for wf in _controller()["replyx_awx_workflows"]:
+        for n in wf["nodes"]:
+            assert set(n.get("approval", {})) <= set(node)
+    choices = docs["awx.awx.notification_template"]["doc"]["options"]["notification_type"]["choices"]
+    assert {t["notification_type"] for t in _controller()["replyx_awx_notification_templates"]} <= set(choices)
+    kinds = docs["awx.awx.credential_type"]["doc"]["options"]["kind"]["choices"]
+    assert {t["kind"] for t in _controller()["replyx_awx_credential_types"]} <= set(kinds)
