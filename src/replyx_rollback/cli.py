@@ -2,19 +2,28 @@
 
   replyx-rollback plan high --target widget_version          # check mode: the plan, nothing changes
   replyx-rollback run high --target widget_version --approval lead:team_lead:INC-7 --approval dba:executive:INC-7
-  replyx-rollback run medium --component config --approval dev:developer:INC-8
+  replyx-rollback run critical --recovery pitr --recovery-target-time '2026-11-24 05:40:00+00' --approval ...
+  replyx-rollback restore --backup <manifest> [--mode tables --tables users,dialogs] --approval ... --approval ...
+  replyx-rollback pitr --target-time '2026-11-24 05:40:00+00' --approval ... --approval ...
   replyx-rollback triage | validate | preflight | backup | lab-status
+
+Exit codes: 0 success, 1 failed (not put back: escalate), 2 usage error, 3 refused before any change,
+4 hosts unreachable, 5 rollback failed and rescued, 6 validation failed, 130 cancelled (Ctrl-C).
+Ctrl-C stops at the next safe point (rescue, report and lock release still run); a second Ctrl-C kills.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from replyx_rollback import __version__
-from replyx_rollback.runner import run_playbook
+from replyx_rollback.runner import EXIT_CODES, EXIT_USAGE, PROJECT_ENV, UsageError, run_playbook
 
 LEVELS = ("critical", "high", "medium", "low", "auto")
 COMPONENTS = ("backend", "workers", "config", "dependencies", "worker_config", "indexes")
+RECOVERIES = ("none", "restore", "pitr")
+RESTORE_MODES = ("full", "tables", "schema_only")
 PROCEDURES = {"triage": "triage.yml", "validate": "validate.yml", "preflight": "preflight.yml",
               "backup": "backup.yml", "lab-status": "lab_status.yml"}
 
@@ -26,53 +35,199 @@ def _approval(text: str) -> str:
     return text
 
 
+def _extra_var(text: str) -> dict:
+    """-e key=value (repeatable), -e '{"json": 1}' or -e @file.yml/json, as ansible-playbook takes them."""
+    text = text.strip()
+    if text.startswith("@"):
+        import yaml  # noqa: PLC0415
+
+        try:
+            with open(text[1:], encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"extra vars file {text[1:]!r}: {exc.strerror}") from exc
+        if not isinstance(data, dict):
+            raise argparse.ArgumentTypeError(f"extra vars file {text[1:]!r} must hold a mapping")
+        return data
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"extra vars {text!r}: not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise argparse.ArgumentTypeError("extra vars JSON must be an object")
+        return data
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"extra var {text!r} must be key=value, a JSON object or @file")
+    return {key.strip(): value}
+
+
+def _common(p: argparse.ArgumentParser, sub: bool = True) -> None:
+    """The options every command takes, before or after the command's name (a subcommand's own
+    defaults are suppressed so that they do not overwrite what was given before it)."""
+    def dflt(value):
+        return argparse.SUPPRESS if sub else value
+
+    p.add_argument("-i", "--inventory", default=dflt(None), 
+                   help="inventory path, relative to the current directory or the project "
+                   "(default: inventories/lab)")
+    p.add_argument("--project-dir", default=dflt(None), 
+                   help=f"the replyx.rollback checkout (playbooks/, roles/, ansible.cfg); "
+                   f"default: ${PROJECT_ENV}, else the current directory or a parent, else the source tree")
+    p.add_argument("-e", "--extra-vars", action="append", type=_extra_var, default=dflt([]), metavar="KEY=VALUE",
+                   help="extra variable for the playbook (repeatable; also JSON or @file)")
+    p.add_argument("-l", "--limit", default=dflt(None), help="limit the run to these hosts or groups (ansible --limit)")
+    p.add_argument("--json", action="store_true", default=dflt(False), 
+                   help="print one JSON object with the result (no progress)")
+    p.add_argument("--keep-artifacts", default=dflt(None), metavar="DIR", 
+                   help="copy ansible-runner's artifacts (events, stdout) to DIR")
+    p.add_argument("-v", "--verbose", action="count", default=dflt(0))
+
+
+def _approvals(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--approval", action="append", type=_approval, default=[], metavar="NAME:ROLE[:TICKET]",
+                   help="an approver (repeat for two)")
+    s.add_argument("--check", action="store_true", help="the plan only, nothing changes")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="replyx-rollback", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=__version__)
-    p.add_argument("-i", "--inventory", help="inventory (default: inventories/lab)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="replyx-rollback", description=__doc__.splitlines()[0],
+                                epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in sorted(EXIT_CODES.items())),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"replyx-rollback {__version__}")
+    _common(p, sub=False)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, helptext in (("run", "execute a rollback"), ("plan", "show the plan of a rollback (check mode)")):
         s = sub.add_parser(name, help=helptext)
+        _common(s)
         s.add_argument("level", choices=LEVELS)
         s.add_argument("--target", help="migration target: a named target, a revision id, -1, base")
         s.add_argument("--component", choices=COMPONENTS)
         s.add_argument("--approval", action="append", type=_approval, default=[], metavar="NAME:ROLE[:TICKET]")
         s.add_argument("--stable-release", help="code release to roll back to (default: last known good)")
         s.add_argument("--window", choices=["now"], help="execute a planned (low) rollback now")
+        s.add_argument("--recovery", choices=RECOVERIES, help="critical only: also recover the database "
+                       "(restore needs --recovery-backup, pitr needs --recovery-target-time)")
+        s.add_argument("--recovery-backup", metavar="MANIFEST", help="backup manifest for --recovery restore")
+        s.add_argument("--recovery-target-time", metavar="TIME", help="'YYYY-MM-DD HH:MM:SS+00' for --recovery pitr")
+        s.add_argument("--takeover-stale-lock", action="store_true",
+                       help="take over the lock of a run that died (its PID is gone or its TTL expired)")
+    s = sub.add_parser("restore", help="restore the database from a verified backup (playbooks/restore.yml)")
+    _common(s)
+    s.add_argument("--backup", required=True, metavar="MANIFEST", help="the backup's manifest (pg_backup)")
+    s.add_argument("--mode", choices=RESTORE_MODES, default=None, help="full (default), tables or schema_only")
+    s.add_argument("--tables", help="comma-separated tables for --mode tables")
+    _approvals(s)
+    s = sub.add_parser("pitr", help="recover the database to a point in time (playbooks/pitr.yml)")
+    _common(s)
+    s.add_argument("--target-time", required=True, metavar="TIME", help="'YYYY-MM-DD HH:MM:SS+00'")
+    _approvals(s)
     for name in PROCEDURES:
-        sub.add_parser(name, help=f"run playbooks/{PROCEDURES[name]}")
+        s = sub.add_parser(name, help=f"run playbooks/{PROCEDURES[name]}")
+        _common(s)
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    printer = (lambda line: print(line, flush=True))
+def _request(args) -> tuple[str, dict, bool]:
+    """(playbook, extra vars, check mode) of the command."""
     if args.command in PROCEDURES:
-        playbook, extravars, check = PROCEDURES[args.command], {}, False
+        return PROCEDURES[args.command], {}, False
+    extravars: dict = {}
+    if args.command == "restore":
+        extravars["recovery_backup"] = args.backup
+        if args.mode:
+            extravars["restore_mode"] = args.mode
+        if args.tables:
+            extravars["restore_tables"] = args.tables
+        playbook, check = "restore.yml", args.check
+    elif args.command == "pitr":
+        extravars["recovery_target_time"] = args.target_time
+        playbook, check = "pitr.yml", args.check
     else:
         playbook, check = "rollback.yml", args.command == "plan"
-        extravars = {"level": args.level}
-        for key in ("target", "component", "window"):
+        extravars["level"] = args.level
+        for key in ("target", "component", "window", "stable_release", "recovery", "recovery_backup",
+                    "recovery_target_time"):
             if getattr(args, key):
                 extravars[key] = getattr(args, key)
-        if args.stable_release:
-            extravars["stable_release"] = args.stable_release
-        if args.approval:
-            extravars["approvals"] = ",".join(args.approval)
-    print(f"replyx-rollback: {playbook} {'(check mode) ' if check else ''}{extravars or ''}", flush=True)
-    result = run_playbook(playbook, extravars=extravars, inventory=args.inventory, check=check,
-                          verbosity=args.verbose, on_progress=printer)
-    if result.plan_text:
-        print("\n" + "\n".join(result.plan_text))
-    print(f"\nresult: {result.status} (rc={result.rc})")
+        if args.takeover_stale_lock:
+            extravars["takeover_stale_lock"] = True
+    if args.approval:
+        extravars["approvals"] = ",".join(args.approval)
+    return playbook, extravars, check
+
+
+def _summary(result) -> list[str]:
+    hosts = result.hosts or {}
+    lines = [f"result: {result.outcome} (exit {result.exit_code}: {EXIT_CODES.get(result.exit_code, 'failed')})"]
+    lines.append("hosts: ok {} | failed {} | unreachable {}".format(
+        ", ".join(hosts.get("ok", [])) or "-", ", ".join(hosts.get("failed", [])) or "-",
+        ", ".join(hosts.get("unreachable", [])) or "-"))
+    for host, msg in result.unreachable.items():
+        lines.append(f"unreachable: {host}: {msg}")
+    for w in result.warnings:
+        lines.append(f"warning: {w}")
     for failure in result.failed_tasks[-3:]:
-        print(f"failed: {failure['task']} on {failure['host']}: {failure['msg']}")
+        lines.append(f"failed: {failure['task']} on {failure['host']}: {failure['msg']}")
+    st = result.state
+    if st.get("rescue"):
+        lines.append(f"rescue: {st['rescue']}")
+    if result.seconds_to_restore is not None:
+        lines.append(f"service restored after {result.seconds_to_restore:.0f} s (from the command's start)")
+    lines.append(f"elapsed: {result.elapsed_s:.1f} s")
     if result.plan:
-        print(f"plan: {result.plan}")
+        lines.append(f"plan: {result.plan}")
     if result.report:
-        print(f"incident report: {result.report}")
-    return 0 if result.ok else (result.rc or 1)
+        lines.append(f"incident report: {result.report}")
+    if result.cancelled and not result.report:
+        lines.append("cancelled before the run record was opened: nothing was changed, no report")
+    if result.forced:
+        lines.append("killed: check the lock (a stale lock is taken over with --takeover-stale-lock) and the hosts")
+    if result.artifacts:
+        lines.append(f"artifacts: {result.artifacts}")
+    return lines
+
+
+def _check(parser: argparse.ArgumentParser, args) -> None:
+    """Combinations the options alone can refuse, before anything runs (exit 2)."""
+    if args.command in ("run", "plan") and args.recovery not in (None, "none"):
+        if args.level != "critical":
+            parser.error(f"--recovery {args.recovery} is only for level critical (got {args.level})")
+        if args.recovery == "restore" and not args.recovery_backup:
+            parser.error("--recovery restore needs --recovery-backup MANIFEST")
+        if args.recovery == "pitr" and not args.recovery_target_time:
+            parser.error("--recovery pitr needs --recovery-target-time 'YYYY-MM-DD HH:MM:SS+00'")
+    if args.command == "restore" and args.mode == "tables" and not args.tables:
+        parser.error("--mode tables needs --tables a,b (the tables whose data to restore)")
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check(parser, args)
+    playbook, extravars, check = _request(args)
+    for extra in args.extra_vars:
+        extravars.update(extra)
+    tty = sys.stdout.isatty() and not args.json
+    printer = None if args.json else (lambda line: print(line, flush=True))
+    if not args.json:
+        shown = {k: v for k, v in extravars.items() if k != "approvals"}
+        print(f"replyx-rollback: {playbook} {'(check mode) ' if check else ''}{shown or ''}", flush=True)
+    try:
+        result = run_playbook(playbook, extravars=extravars, inventory=args.inventory, check=check,
+                              limit=args.limit, verbosity=args.verbose, on_progress=printer,
+                              keep_artifacts=args.keep_artifacts, project_dir=args.project_dir, tty=tty)
+    except UsageError as exc:
+        print(f"replyx-rollback: error: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"exit_code": EXIT_USAGE, "exit_meaning": EXIT_CODES[EXIT_USAGE], "error": str(exc)}))
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, default=str))
+        return result.exit_code
+    print("\n" + "\n".join(_summary(result)), flush=True)
+    return result.exit_code
 
 
 if __name__ == "__main__":

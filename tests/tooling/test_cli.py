@@ -1,7 +1,15 @@
 """The ansible-runner CLI and the Fabric quick commands against the running lab."""
 from __future__ import annotations
 
+import json
+import os
+import pty
+import re
+import shutil
+import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,41 +18,233 @@ from tests import labutil
 pytestmark = pytest.mark.lab
 
 
-def _run(*argv, **env):
-    return subprocess.run([str(labutil.VENV_BIN / argv[0]), *argv[1:]], cwd=labutil.ROOT, env=labutil.env(**env),
-                          capture_output=True, text=True, timeout=600)
+def _run(*argv, cwd=None, drop=(), **env):
+    return subprocess.run([str(labutil.VENV_BIN / argv[0]), *argv[1:]], cwd=cwd or labutil.ROOT,
+                          env=labutil.env(drop=drop, **env), capture_output=True, text=True, timeout=600)
 
 
-def test_cli_plans_a_rollback_through_ansible_runner_and_changes_nothing(lab, tmp_path):
+APPROVALS = ("--approval", "lead:team_lead:INC-1", "--approval", "dba:executive:INC-1")
+LOCK = labutil.LAB_ROOT / "postgres" / "rollback-lab.lock.json"
+
+
+def _no_secrets(text):
+    for secret in labutil.SECRETS:
+        assert secret not in text
+
+
+def test_cli_plans_a_rollback_with_a_relative_inventory_and_changes_nothing(lab, tmp_path):
     head = labutil.psql("select version_num from alembic_version")
-    proc = _run("replyx-rollback", "plan", "high", "--target", "widget_version",
-                "--approval", "lead:team_lead:INC-1", "--approval", "dba:executive:INC-1",
+    # -i with a relative path: once taken by ansible-runner as inventory content (a host named "inventories/lab")
+    proc = _run("replyx-rollback", "-i", "inventories/lab", "plan", "high", "--target", "widget_version", *APPROVALS,
                 REPLYX_ARTIFACTS_DIR=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "rollback.yml (check mode)" in proc.stdout
-    assert "  - Check the request and compute the plan (changes nothing)" in proc.stdout
-    assert "result: successful (rc=0)" in proc.stdout
+    # progress without a terminal: one plain line per task, no carriage returns
+    assert "  - Check the request and compute the plan (changes nothing)" in proc.stdout and "\r" not in proc.stdout
     # the plan itself, as ansible-playbook --check prints it: the steps and what the downgrade drops
     assert "CHECK MODE: nothing will change" in proc.stdout
     assert "Alembic: a1b2c3d4e5f6 -> fb3228f45466" in proc.stdout and "DROPS DATA" in proc.stdout
     assert "Backup: tables assistants" in proc.stdout
     assert "Steps:" in proc.stdout and "  1. " in proc.stdout
+    # the closing summary
+    assert "result: planned (exit 0: success)" in proc.stdout
+    assert "hosts: ok backend, localhost, postgres, workers | failed - | unreachable -" in proc.stdout
     assert labutil.psql("select version_num from alembic_version") == head
-    for secret in labutil.SECRETS:
-        assert secret not in proc.stdout + proc.stderr
+    _no_secrets(proc.stdout + proc.stderr)
 
 
-def test_cli_reports_a_refused_rollback(lab, tmp_path):
-    proc = _run("replyx-rollback", "run", "critical", REPLYX_ARTIFACTS_DIR=tmp_path)
-    assert proc.returncode != 0
-    assert "result: failed" in proc.stdout
-    assert "needs approval by a executive" in proc.stdout
+def test_cli_json_comes_from_the_run_events_from_any_directory(lab, tmp_path):
+    # run from outside the checkout: the project comes from REPLYX_ROLLBACK_PROJECT
+    proc = _run("replyx-rollback", "plan", "high", "--target", "widget_version", "--json", cwd=tmp_path,
+                REPLYX_ROLLBACK_PROJECT=labutil.ROOT, REPLYX_ARTIFACTS_DIR=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    result = json.loads(proc.stdout)  # nothing but the JSON object on stdout
+    assert result["exit_code"] == 0 and result["outcome"] == "planned" and result["check_mode"] is True
+    assert result["level"] == "high" and result["run_id"].endswith("-high")
+    assert result["revision"]["before"] == "a1b2c3d4e5f6" and result["plan"]["revision_target"] == "fb3228f45466"
+    assert [s["step"] for s in result["plan_steps"]] == ["triage", "lock", "backup", "code_backend", "downgrade",
+                                                        "validate", "report"]
+    assert result["hosts"] == {"ok": ["backend", "localhost", "postgres", "workers"], "failed": [], "unreachable": []}
+    assert result["unreachable"] == {} and result["failed_tasks"] == []
+    _no_secrets(proc.stdout + proc.stderr)
 
 
-def test_cli_rejects_an_unknown_level_with_the_choices():
+def test_cli_reports_a_refused_rollback_with_its_exit_code(lab, tmp_path):
+    # -e passes extra variables through as ansible-playbook takes them (here the approvals, by a developer)
+    proc = _run("replyx-rollback", "run", "critical", "-e", "approvals=solo:developer:INC-1", "--json",
+                "--keep-artifacts", str(tmp_path / "art"), REPLYX_ARTIFACTS_DIR=tmp_path)
+    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["exit_meaning"] == "refused before any change" and result["outcome"] == "failed"
+    assert any("needs approval by a executive" in f["msg"] and "Recorded approvals: solo." in f["msg"]
+               for f in result["failed_tasks"])
+    assert result["report"] is None and not LOCK.exists()
+    # --keep-artifacts: ansible-runner's events and stdout of the run
+    assert list((tmp_path / "art").glob("*/job_events/*.json")) and list((tmp_path / "art").glob("*/stdout"))
+
+
+def test_cli_names_an_unreachable_host_and_the_warnings(lab, tmp_path):
+    # a copy of the lab inventory in which the workers host is behind a closed SSH port; -i relative to the cwd
+    shutil.copytree(labutil.ROOT / "inventories" / "lab", tmp_path / "lab-down")
+    with open(tmp_path / "lab-down" / "host_vars" / "workers.yml", "a", encoding="utf-8") as fh:
+        fh.write("\nansible_connection: ssh\nansible_host: 127.0.0.1\nansible_port: 1\nansible_user: nobody\n")
+    with open(tmp_path / "lab-down" / "hosts.yml", "a", encoding="utf-8") as fh:  # a group name Ansible warns about
+        fh.write("    on-call:\n      hosts:\n        workers:\n")
+    proc = _run("replyx-rollback", "plan", "critical", "-i", "lab-down", cwd=tmp_path, REPLYX_ARTIFACTS_DIR=tmp_path)
+    assert proc.returncode == 4, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "result: failed (exit 4: hosts unreachable)" in proc.stdout
+    assert "unreachable: workers: " in proc.stdout and "port 1: Connection refused" in proc.stdout
+    assert "| unreachable workers" in proc.stdout
+    assert "warning: Invalid characters were found in group names" in proc.stdout
+    assert "strategy plugins" not in proc.stdout  # the CLI's own strategy plugin is not news to the operator
+
+
+def test_cli_exit_code_of_a_failed_validation(lab, tmp_path):
+    # the checklist against a backend port nothing listens on (the lab itself is untouched), one attempt
+    proc = _run("replyx-rollback", "validate", "-e", "validation_deadline_s=0", "--json",
+                REPLYX_BACKEND_PORT=1, REPLYX_ARTIFACTS_DIR=tmp_path)
+    assert proc.returncode == 6, proc.stdout[-3000:] + proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["exit_meaning"] == "validation failed" and result["hosts"]["failed"] == ["localhost"]
+    assert any(f["msg"].startswith("Validation failed: health") for f in result["failed_tasks"])
+    assert labutil.http_json(f"{labutil.BACKEND_URL}/health")[0] == 200
+
+
+def test_cli_ctrl_c_stops_at_a_safe_point_releases_the_lock_and_reports_cancelled(lab, tmp_path):
+    head = labutil.psql("select version_num from alembic_version")
+    history = labutil.release_history("backend")
+    proc = subprocess.Popen([str(labutil.VENV_BIN / "replyx-rollback"), "run", "high", "--target", "widget_version",
+                             *APPROVALS], cwd=labutil.ROOT, env=labutil.env(REPLYX_ARTIFACTS_DIR=tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:  # the lock is taken and the run record open: interrupt before the first change
+        lines.append(line)
+        if "Take the quick triage snapshot" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=300)
+    out = "".join(lines) + out
+    assert proc.returncode == 130, out[-4000:] + err[-2000:]
+    assert "cancelling at the next safe point" in err
+    assert "result: cancelled (exit 130: cancelled)" in out
+    assert not LOCK.exists(), LOCK.read_text()
+    report = next(tmp_path.glob("incident-*-high.md")).read_text()
+    assert "- **Outcome:** CANCELLED by the operator" in report
+    assert "Nothing to put back: the step failed before anything changed" in report
+    assert json.loads(next(tmp_path.glob("incident-*-high.json")).read_text())["outcome"] == "cancelled"
+    assert labutil.psql("select version_num from alembic_version") == head
+    assert labutil.release_history("backend") == history
+    _no_secrets(out + err + report)
+
+
+def test_cli_finds_its_own_tools_without_the_venv_on_path(lab):
+    proc = subprocess.run([str(labutil.VENV_BIN / "replyx-rollback"), "lab-status", "--limit", "postgres"],
+                          cwd=labutil.ROOT, env={**labutil.env(), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "result: success (exit 0: success)" in proc.stdout
+    assert "hosts: ok postgres | failed - | unreachable -" in proc.stdout
+
+
+def test_cli_progress_on_a_terminal_is_one_rewritten_line(lab):
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(labutil.VENV_BIN / "replyx-rollback"), "lab-status"], cwd=labutil.ROOT,
+                            env=labutil.env(), stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the command closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    text = out.decode(errors="replace")
+    # the status line: elapsed time, tasks done per host, the current task; rewritten with a carriage return
+    assert re.search(r"\r\[ *\d+\.\ds\] postgres \d+ tasks \| Ask whether PostgreSQL accepts connections", text), text[-2000:]
+    assert "  - Ask whether PostgreSQL accepts connections" not in text  # no plain task lines on a terminal
+    assert "result: success (exit 0: success)" in text
+
+
+def test_cli_works_from_a_non_editable_install(lab, tmp_path):
+    """`pip install .` (not -e) into a fresh venv: the package finds the project from --project-dir or
+    REPLYX_ROLLBACK_PROJECT (and says so when it cannot), and ships its strategy plugin."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = next(venv.glob("lib/python*/site-packages"))
+    main_site = next(labutil.ROOT.joinpath(".venv").resolve().glob("lib/python*/site-packages"))
+    (site / "deps.pth").write_text(f"{main_site}\n")  # the dependencies, without the editable install
+    env = labutil.env(drop=("PYTHONPATH", "REPLYX_ROLLBACK_PROJECT"))
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(labutil.ROOT)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import replyx_rollback.runner as r; print(r.STRATEGY_DIR)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert where.startswith(str(site)) and (Path(where) / "replyx_cancellable.py").is_file()
+    env["PATH"] = "/usr/bin:/bin"
+    lost = subprocess.run([str(venv / "bin" / "replyx-rollback"), "lab-status"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert lost.returncode == 2 and "--project-dir" in lost.stderr and "REPLYX_ROLLBACK_PROJECT" in lost.stderr
+    ok = subprocess.run([str(venv / "bin" / "replyx-rollback"), "--project-dir", str(labutil.ROOT), "lab-status"],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-2000:]
+    assert "result: success (exit 0: success)" in ok.stdout
+
+
+def test_cli_rejects_bad_input_naming_the_choices(tmp_path):
     proc = _run("replyx-rollback", "run", "urgent")
     assert proc.returncode == 2
     assert "invalid choice: 'urgent'" in proc.stderr and "critical" in proc.stderr and "auto" in proc.stderr
+    proc = _run("replyx-rollback", "-i", "inventories/nope", "plan", "critical", "--json")
+    assert proc.returncode == 2
+    assert "inventory 'inventories/nope' not found" in proc.stderr and "inventories/lab-fleet" in proc.stderr
+    assert json.loads(proc.stdout)["exit_meaning"].startswith("usage error")
+    proc = _run("replyx-rollback", "plan", "critical", "-e", "no value")
+    assert proc.returncode == 2 and "must be key=value, a JSON object or @file" in proc.stderr
+    proc = _run("replyx-rollback", "run", "critical", "--recovery", "later")
+    assert proc.returncode == 2 and "invalid choice: 'later'" in proc.stderr and "pitr" in proc.stderr
+    proc = _run("replyx-rollback", "run", "high", "--recovery", "pitr")
+    assert proc.returncode == 2 and "--recovery pitr is only for level critical (got high)" in proc.stderr
+    proc = _run("replyx-rollback", "plan", "critical", "--recovery", "restore")
+    assert proc.returncode == 2 and "--recovery restore needs --recovery-backup MANIFEST" in proc.stderr
+    proc = _run("replyx-rollback", "restore", "--backup", "x.manifest.json", "--mode", "tables")
+    assert proc.returncode == 2 and "--mode tables needs --tables" in proc.stderr
+
+
+def test_exit_codes_are_distinct_and_documented():
+    from replyx_rollback import runner  # noqa: PLC0415
+
+    codes = runner.EXIT_CODES
+    assert len(set(codes)) == len(codes) == 8
+    help_text = _run("replyx-rollback", "--help").stdout
+    doc = (labutil.ROOT / "docs" / "cli.md").read_text()
+    for code, meaning in codes.items():
+        assert f"{code} {meaning}" in " ".join(help_text.split()), code
+        assert f"| {code} |" in doc, code
+
+
+def _result(playbook="rollback.yml", **kw):
+    from replyx_rollback import runner  # noqa: PLC0415
+
+    return runner.classify(runner.RunResult(playbook=playbook, status="failed", rc=2, **kw))
+
+
+def test_exit_code_of_each_way_a_rollback_ends():
+    """The codes a full failed rollback would need a fault for, from the run record the playbook sets
+    (rollback_run_state / rollback_run_failed_phase, as rescue.yml writes them)."""
+    opened = {"started_at": "2026-12-03T09:00:00Z", "outcome": "failed"}
+    assert _result() == 3  # no run record: stopped while planning, by the approvals or by the lock
+    assert _result("pitr.yml") == _result("restore.yml") == 3  # a PITR target outside the window, a bad checksum
+    assert _result(state=dict(opened, rescue_outcome="restored")) == 5
+    assert _result(state=dict(opened, rescue_outcome="nothing_to_undo")) == 5
+    assert _result(state=dict(opened, rescue_outcome="not_safe")) == 1
+    assert _result(state=dict(opened, rescue_outcome="failed")) == 1
+    assert _result(state=dict(opened, rescue_outcome="nothing_to_undo"), failed_phase="validate") == 6
+    assert _result(state=opened, unreachable={"workers": "refused"}) == 4
+    assert _result(state=opened, cancelled=True) == 130
 
 
 def test_quick_health_and_db_check_on_the_lab(lab):
