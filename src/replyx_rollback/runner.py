@@ -2,8 +2,8 @@
 needs: progress, hosts ok/failed/unreachable, warnings, the rollback's outcome, the report, an exit code.
 
 Nothing here reads Ansible's stdout: results come from the events (task results, the facts a task set,
-the stats event and any set_stats data in it). Ctrl-C is a safe-point cancel (see
-`ansible_plugins/strategy/replyx_cancellable.py`); a second Ctrl-C kills the run."""
+the stats event and any set_stats data in it). Ctrl-C is a safe-point cancel (the
+collection's strategy `replyx.rollback.linear`); a second Ctrl-C kills the run."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,8 @@ from typing import Callable
 import ansible_runner
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-STRATEGY_DIR = PACKAGE_DIR / "ansible_plugins" / "strategy"
+# the collection's strategy (the rollback plays name it too): cancel at a safe point, unreachable delegates fail
+STRATEGY = "replyx.rollback.linear"
 PROJECT_ENV = "REPLYX_ROLLBACK_PROJECT"
 # the task of playbooks/rollback.yml that prints the plan (rollback_plan.text, lines)
 PLAN_TASK = "Show the plan"
@@ -365,9 +366,7 @@ def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | 
         "ANSIBLE_CONFIG": str(project / "ansible.cfg") if project_dir
         else os.environ.get("ANSIBLE_CONFIG") or str(project / "ansible.cfg"),
         "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_STRATEGY_PLUGINS": os.pathsep.join(filter(None, [str(STRATEGY_DIR),
-                                                                  os.environ.get("ANSIBLE_STRATEGY_PLUGINS")])),
-        "ANSIBLE_STRATEGY": "replyx_cancellable",
+        "ANSIBLE_STRATEGY": STRATEGY,
         "REPLYX_CANCEL_FILE": str(cancel_flag),
     }
     result = RunResult(playbook=playbook, check=check)

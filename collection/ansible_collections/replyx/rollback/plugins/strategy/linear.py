@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: ReplyX platform team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The linear strategy, except that an unreachable delegated-to host fails the task instead of the controller."""
+"""The linear strategy of the rollback plays: an unreachable delegated-to host fails the task instead of the
+controller, and an operator's cancel (replyx-rollback, Ctrl-C) stops the run at the next safe point."""
 
 from __future__ import annotations
 
@@ -18,14 +19,25 @@ description:
   - With this strategy such a result is a failure of the task (its message names the host and the
     connection error, and C(unreachable_delegate) says which host), so the block's C(rescue) and C(always)
     run. A play host that cannot itself be reached is still unreachable, as with the built-in strategy.
+  - Cancel at a safe point. When the file named by the E(REPLYX_CANCEL_FILE) environment variable exists
+    (C(replyx-rollback) creates it on the first Ctrl-C), each task about to start in the main section of a
+    block is replaced by a failure saying the run was cancelled; the running step finishes, tasks in
+    C(rescue) and C(always) sections and handlers are never cancelled, so the rescue puts back what was
+    touched and the C(always) section writes the report and releases the lock.
+  - ansible-core marks strategy plugins from outside ansible.builtin as deprecated; if a future version
+    drops them, both behaviours must move into the playbooks.
 author: ReplyX platform team
 version_added: 1.1.0
 """
 
+import os
 import re
 from collections import deque
 
+from ansible.executor.play_iterator import IteratingStates
 from ansible.plugins.strategy.linear import StrategyModule as LinearStrategyModule
+
+CANCEL_MESSAGE = "Cancelled by the operator (Ctrl-C in replyx-rollback) before this step started"
 
 
 ADDRESS = re.compile(r'remote host "([^"]+)"')
@@ -62,10 +74,52 @@ class _FailingUnreachableDelegates(deque):
         return fail_unreachable_delegate(super().popleft(), self.host_of)
 
 
+def in_recovery(state):
+    """True when the host is in a rescue or always section (at any depth) or running handlers."""
+    while state is not None:
+        if state.run_state in (IteratingStates.RESCUE, IteratingStates.ALWAYS, IteratingStates.HANDLERS):
+            return True
+        if state.run_state != IteratingStates.TASKS:
+            return False
+        state = state.tasks_child_state
+    return False
+
+
+def cancel_requested():
+    flag = os.environ.get("REPLYX_CANCEL_FILE")
+    return bool(flag) and os.path.exists(flag)
+
+
+def failing_copy(task):
+    """The task, turned into a failure that says the run was cancelled (same uuid: results match it)."""
+    new = task.copy()
+    new.action = "ansible.builtin.fail"
+    new.args = {"msg": CANCEL_MESSAGE}
+    new._resolved_action = None  # pylint: disable=protected-access
+    for attr, value in (("loop", None), ("loop_with", None), ("when", []), ("failed_when", []),
+                        ("changed_when", []), ("until", []), ("ignore_errors", False), ("delegate_to", None),
+                        ("register", None), ("retries", None), ("no_log", False)):
+        setattr(new, attr, value)
+    return new
+
+
 class StrategyModule(LinearStrategyModule):
     def __init__(self, tqm):
         super().__init__(tqm)
         self._results = _FailingUnreachableDelegates(self._host_of)
+        self._replyx_iterator = None
+
+    def run(self, iterator, play_context):  # pylint: disable=arguments-differ
+        self._replyx_iterator = iterator
+        return super().run(iterator, play_context)
+
+    def _queue_task(self, host, task, task_vars, play_context):
+        if cancel_requested():
+            iterator = self._replyx_iterator
+            state = iterator.get_state_for_host(host.name) if iterator is not None else None
+            if not in_recovery(state):
+                task = failing_copy(task)
+        return super()._queue_task(host, task, task_vars, play_context)
 
     def _host_of(self, address):
         """The inventory host whose name or ansible_host is address (the address itself when none is)."""
