@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -80,6 +82,60 @@ def restored_at(samples, bad: str) -> float | None:
     return round(after[0][0], 2) if after else None
 
 
+class Fault(threading.Thread):
+    """Watches the playbook's output; at the first match of --fault-when, cuts a host's link or kills the run."""
+
+    def __init__(self, args, log: Path, proc: subprocess.Popen):
+        super().__init__(daemon=True)
+        self.args, self.log, self.proc = args, log, proc
+        self.pattern = re.compile(args.fault_when)
+        self.fired = threading.Event()
+        self.done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.done.is_set() and self.proc.poll() is None:
+            if self.pattern.search(self.log.read_text(encoding="utf-8", errors="replace")):
+                if self.args.fault == "cut":
+                    netns("cut", self.args.fault_host)
+                else:
+                    self.proc.send_signal(signal.SIGKILL)
+                self.fired.set()
+                return
+            time.sleep(0.2)
+
+    def finish(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
+        if self.args.fault == "cut" and self.fired.is_set():
+            netns("mend", self.args.fault_host)
+        if not self.fired.is_set():
+            print(f"the fault never fired: /{self.args.fault_when}/ did not appear in {self.log}", file=sys.stderr)
+
+
+def netns(*argv: str) -> None:
+    subprocess.run([sys.executable, str(Path(__file__).with_name("netns_hosts.py")), *argv], check=True)
+
+
+def newest_report(artifacts: Path, since: float) -> Path | None:
+    reports = [p for p in artifacts.glob("incident-*.md") if p.stat().st_mtime >= since]
+    return max(reports, key=lambda p: p.stat().st_mtime) if reports else None
+
+
+def lock_left(inventory: str) -> str:
+    """The lock file of the drill environment on the PostgreSQL host, read over SSH ('' when there is none)."""
+    import yaml  # the venv's
+
+    root = Path(os.environ.get("REPLYX_DRILL_ROOT") or REPO / ".drill")
+    groups = yaml.safe_load((Path(inventory) / "hosts.yml").read_text(encoding="utf-8"))["all"]["children"]["drill_fleet"]["children"]
+    address = next(iter(groups["replyx_postgres"]["hosts"].values()))["ansible_host"]
+    proc = subprocess.run(["ssh", "-i", str(root / "id_ed25519"), "-o", f"UserKnownHostsFile={root / 'known_hosts'}",
+                           "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5", f"root@{address}",
+                           "cat /srv/replyx/postgres/rollback-drill.lock.json 2>/dev/null || true"],
+                          capture_output=True, text=True, check=False, timeout=30)
+    return proc.stdout.strip()[:300]
+
+
 def read_rows(artifacts: Path) -> list[dict]:
     path = artifacts / "drills.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
@@ -112,6 +168,16 @@ def main(argv=None) -> int:
     p.add_argument("--expect-failure", action="store_true", help="the playbook must fail (fault drills)")
     p.add_argument("--unchanged", action="store_true",
                    help="every table's rows and checksum must be the same afterwards (a --check run)")
+    # faults (molecule/chaos): what happens, when the playbook's output first matches --fault-when
+    p.add_argument("--fault", choices=["cut", "kill"], help="cut: the link of --fault-host goes down (mended after the run); "
+                   "kill: the controlling ansible-playbook gets SIGKILL")
+    p.add_argument("--fault-host", default="", help="the host whose link is cut")
+    p.add_argument("--fault-when", default="", help="regular expression on the playbook's output that triggers the fault")
+    p.add_argument("--deadline", type=float, default=900, help="seconds before a run counts as hung and is killed")
+    p.add_argument("--report-says", default="", help="regular expression the run's incident report must match")
+    p.add_argument("--lock-released", action="store_true", help="the environment's rollback lock must be gone afterwards")
+    p.add_argument("--allow-failed-requests", action="store_true",
+                   help="failed requests are recorded but do not fail the drill (the fault itself takes a backend away)")
     p.add_argument("--reset", action="store_true", help="only remove the scenario's rows from the drills' table")
     p.add_argument("--plain", action="store_true",
                    help="only run the playbook (its output to the drill log): no client, no table, no DSN needed")
@@ -152,9 +218,19 @@ def main(argv=None) -> int:
     client.start()
     time.sleep(0.5)  # a few answers from before the run
     t_start = time.monotonic() - client.t0
+    wall_start = time.time()
     with log.open("w", encoding="utf-8") as out:
-        proc = subprocess.run([str(bindir / "ansible-playbook"), "-i", args.inventory, *play],
-                              cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.Popen([str(bindir / "ansible-playbook"), "-i", args.inventory, *play],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        fault = Fault(args, log, proc) if args.fault else None
+        try:
+            rc = proc.wait(timeout=args.deadline)
+            hung = False
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc, hung = proc.wait(), True
+        if fault:
+            fault.finish()
     t_end = time.monotonic() - client.t0
     time.sleep(0.5)
     client.stop()
@@ -165,12 +241,24 @@ def main(argv=None) -> int:
     dropped = sorted(t for t in before if t not in after)
     lost = sum(max(0, before[t][0] - after[t][0]) for t in before if t in after)
     restored = restored_at([(s[0] - t_start, s[1], s[2]) for s in in_run], args.bad_release) if args.bad_release else None
-    ok_run = (proc.returncode != 0) if args.expect_failure else (proc.returncode == 0)
+    ok_run = not hung and ((rc != 0) if args.expect_failure else (rc == 0))
     changed_tables = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
-    passed = ok_run and not failed and lost == 0 and not (args.unchanged and changed_tables)
+    problems = []
+    if args.report_says:
+        report = newest_report(Path(args.artifacts), wall_start)
+        if report is None:
+            problems.append("no incident report written by the run")
+        elif not re.search(args.report_says, report.read_text(encoding="utf-8")):
+            problems.append(f"the report {report.name} does not say /{args.report_says}/")
+    if fault and not fault.fired.is_set():
+        problems.append(f"the fault never fired (/{args.fault_when}/ never appeared in the output)")
+    if args.lock_released and (left := lock_left(args.inventory)):
+        problems.append(f"the rollback lock is still held: {left}")
+    passed = (ok_run and (args.allow_failed_requests or not failed) and lost == 0
+              and not (args.unchanged and changed_tables) and not problems)
     row = {"scenario": args.scenario, "drill": args.name, "result": "pass" if passed else "FAIL",
            "restored_s": restored, "run_s": round(t_end - t_start, 1), "requests": len(in_run),
-           "failed_requests": len(failed), "rows_lost": lost, "playbook_rc": proc.returncode,
+           "failed_requests": len(failed), "rows_lost": lost, "playbook_rc": rc, "hung": hung, "problems": problems,
            "tables_dropped_by_the_rollback": dropped,
            "tables_changed": changed_tables, "log": str(log)}
     record(Path(args.artifacts), row)
@@ -179,8 +267,10 @@ def main(argv=None) -> int:
         print(f"failed requests through the load balancer: {failed[:10]}", file=sys.stderr)
     if args.unchanged and changed_tables:
         print(f"tables changed by a run that must change nothing: {changed_tables}", file=sys.stderr)
+    for problem in problems:
+        print(problem, file=sys.stderr)
     if not ok_run:
-        print(f"playbook exit {proc.returncode}; its output: {log}", file=sys.stderr)
+        print(f"playbook exit {rc}{' (hung: killed after the deadline)' if hung else ''}; its output: {log}", file=sys.stderr)
     return 0 if passed else 1
 
 

@@ -51,15 +51,19 @@ def fail_unreachable_delegate(task_result, host_of=lambda address: address):
     if task is None or not getattr(task, "delegate_to", None):
         return task_result
     data = task_result._return_data  # pylint: disable=protected-access
-    items = [data] + [item for item in (data.get("results") or []) if isinstance(item, dict)]
-    for item in items:
-        if item.get("unreachable"):
-            found = ADDRESS.search(str(item.get("msg", "")))
-            host = host_of(found.group(1)) if found else ""
-            item["unreachable"] = False
-            item["failed"] = True
-            item["unreachable_delegate"] = str(host)
-            item["msg"] = "delegated host %s is unreachable: %s" % (host or "(unknown)", item.get("msg", ""))
+    items = [item for item in (data.get("results") or []) if isinstance(item, dict)]
+    named = []
+    for item in items + [data]:  # the loop's items first: the loop's own result names no address
+        if not item.get("unreachable"):
+            continue
+        found = ADDRESS.search(str(item.get("msg", "")))
+        host = host_of(found.group(1)) if found else (named[0] if named else "")
+        item["unreachable"] = False
+        item["failed"] = True
+        item["unreachable_delegate"] = str(host)
+        item["msg"] = "delegated host %s is unreachable: %s" % (host or "(unknown)", item.get("msg", "")) \
+            if found or not named else "delegated host %s is unreachable" % ", ".join(named)
+        named.append(str(host))
     return task_result
 
 

@@ -26,6 +26,9 @@ def result(data, delegate_to="{{ item.host }}"):
     ({"results": [{"changed": True, "item": "be1"}, dict(UNREACHABLE, item="be2")]}, "{{ item }}",
      {"results": [{"changed": True, "item": "be1"},
                   dict(UNREACHABLE, item="be2", unreachable=False, failed=True, unreachable_delegate="be2")]}),
+    # the loop's own result (no address in its message) names the items' unreachable hosts
+    ({"unreachable": True, "msg": "All items completed", "results": [dict(UNREACHABLE, item="be2")]}, "{{ item }}",
+     {"failed": True, "unreachable": False, "unreachable_delegate": "be2", "msg": "delegated host be2 is unreachable"}),
     # an address that is no inventory host is named as it is
     (dict(UNREACHABLE, msg='Data could not be sent to remote host "10.9.9.9"'), "x",
      {"failed": True, "unreachable": False, "unreachable_delegate": "10.9.9.9"}),
@@ -45,7 +48,7 @@ def test_fail_unreachable_delegate(data, delegate_to, expect):
         else:
             assert got.get(key) == value, (key, got)
     if expect.get("failed") and "unreachable_delegate" in expect:
-        assert got["msg"].startswith("delegated host %s is unreachable: " % expect["unreachable_delegate"])
+        assert got["msg"].startswith("delegated host %s is unreachable" % expect["unreachable_delegate"])
 
 
 def test_a_result_without_a_task_is_left_alone():
