@@ -75,7 +75,7 @@ build: venv
 
 # The Molecule drills (molecule/<scenario>): hosts are network namespaces with their own sshd, reached over
 # SSH. drills-setup installs the Debian packages they need (sshd, HAProxy, socat) when missing.
-DRILL_SCENARIOS ?= default
+DRILL_SCENARIOS ?= default chaos
 drills-setup:
 	@bash molecule/shared/setup.sh
 
