@@ -26,7 +26,8 @@ description:
     touched and the C(always) section writes the report and releases the lock.
   - ansible-core marks strategy plugins from outside ansible.builtin as deprecated; if a future version
     drops them, both behaviours must move into the playbooks.
-author: ReplyX platform team
+author:
+  - ReplyX platform team (@replyx)
 version_added: 1.1.0
 """
 
