@@ -2,6 +2,7 @@
 that turns events into one progress line per task, only ANSIBLE_*/REPLYX_* environment passed on."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -43,6 +44,29 @@ def _env() -> dict:
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
     return env
+
+
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|WEBHOOK|CREDENTIAL|_KEY$", re.I)
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@/\s]+@")
+
+
+def _mask(name: str, value: str) -> str:
+    if _SECRET_NAME.search(name):
+        return "********"
+    return _URL_PASSWORD.sub(r"\1********@", value)
+
+
+def _scrub_artifacts(artifacts: Path) -> None:
+    """ansible-runner writes the run's whole environment into artifacts/<ident>/command (REPLYX_WEBHOOK_URL and its
+    token included): mask secret-looking variables and URL passwords there before the artifacts are kept."""
+    for command in artifacts.glob("*/command"):
+        try:
+            data = json.loads(command.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            command.unlink(missing_ok=True)
+            continue
+        data["env"] = {k: _mask(k, str(v)) for k, v in (data.get("env") or {}).items()}
+        command.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
 def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | Path | None = None,
@@ -92,6 +116,7 @@ def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | 
         result.status, result.rc = r.status, r.rc
     finally:
         if keep_artifacts:
+            _scrub_artifacts(data_dir / "artifacts")
             shutil.copytree(data_dir / "artifacts", keep_artifacts, dirs_exist_ok=True)
         shutil.rmtree(data_dir, ignore_errors=True)
     return result
