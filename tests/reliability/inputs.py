@@ -184,8 +184,10 @@ INPUTS = [
        ["database_url"], "DSN of another database"),
     _i("pg_backup-port-absurd", "module:pg_backup", "dest=/tmp/replyx-rel-x login_port=70000",
        ["70000"], "login_port 70000"),
-    _i("pg_backup-dest-nasty", "module:pg_backup", "dest='{scratch}/b ü it'\\''s; $(touch " + NOWHERE + ")' "
-       "pg_bin_dir={pg_bin} " + PG, ["changed: true", "verified: true"],
+    _i("pg_backup-dest-nasty", "module:pg_backup", json.dumps(
+        {"dest": "{scratch}/b ü it's; $(touch " + NOWHERE + ")", "pg_bin_dir": "{pg_bin}", "login_host": "127.0.0.1",
+         "login_port": "{port}", "login_user": "postgres", "login_password": "LabSuperPw-5d8e0b44",
+         "login_db": "chatai"}, ensure_ascii=False), ["changed: true", "verified: true"],
        "backup destination with a space, a quote, ü, ; and $(): taken literally, the backup is written there",
        accepted=True, creates="b ü it's; $(touch " + NOWHERE + ")/chatai-*.manifest.json"),
     _i("pg_restore-mode", "module:pg_restore", "backup=/tmp/x.dump mode=bogus",
