@@ -63,7 +63,7 @@ def render(results: dict) -> str:
         f"| cases passed | {len(passed)} of {len(cases)}" + (f" ({len(xfailed)} known bugs, xfail)" if xfailed else "")
         + " |",
         "",
-        "Regenerate: `make reliability-doc` (runs the suite, 16.5 min measured on 2026-12-03 on the 2 shared cores, "
+        "Regenerate: `make reliability-doc` (runs the suite, 14.3 min measured on 2026-12-03 on the 2 shared cores, "
         "then renders this page; `python tools/reliability_doc.py` re-renders the last results).",
         "",
     ]
