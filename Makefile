@@ -14,7 +14,7 @@ PLAYBOOK := $(VENV)/bin/ansible-playbook
 PYTEST_ARGS ?=
 BENCH_ROLLBACK_ARGS ?=
 
-.PHONY: help venv lab-up lab-status lab-down drill drills drills-setup drills-down test sanity unit integration build lint bench bench-rollback clean distclean
+.PHONY: help venv lab-up lab-status lab-down drill drills drills-setup drills-down test sanity unit integration build lint bench bench-rollback reliability-doc clean distclean
 
 help:
 	@echo "make drill       lab up, deploy the bad release (the incident), run the rollback, show the report"
@@ -24,6 +24,7 @@ help:
 	@echo "make test        install what is needed and run every test suite (sanity, unit, integration)"
 	@echo "make lab-up | lab-status | lab-down   the embedded lab (PostgreSQL+pgvector, backend, workers)"
 	@echo "make sanity | unit | integration | build | lint | bench | bench-rollback"
+	@echo "make reliability-doc   run the reliability catalogue (tests/reliability) and regenerate docs/reliability.md"
 	@echo "make distclean   stop every lab of this checkout and remove the labs and artifacts"
 
 # The virtual environment: ansible-core, the ansible package (community.postgresql & co.),
@@ -90,9 +91,9 @@ drills-down:
 	@$(VENV)/bin/python molecule/shared/netns_hosts.py down >/dev/null
 
 # Suites on servers of their own (the second lab layout: its own root, ports and PM2 home; the PostgreSQL
-# module tests: their own clusters) run in a second pytest beside sanity, lint, the build and the main
+# module tests: their own clusters; the reliability catalogue: .lab-reliability, 55512/8520/3521) run in a second pytest beside sanity, lint, the build and the main
 # suites, which share the default lab. Their output is printed at the end; either failing fails the target.
-SIDE_SUITES = tests/layout2 tests/pg
+SIDE_SUITES = tests/layout2 tests/pg tests/reliability
 test: venv
 	@mkdir -p build
 	@rm -f build/side-suites.rc
@@ -117,16 +118,25 @@ bench: venv
 bench-rollback: venv
 	$(VENV)/bin/python bench/rollback.py $(BENCH_ROLLBACK_ARGS)
 
+# The reliability catalogue on its own lab (.lab-reliability), then docs/reliability.md from its results
+# (build/reliability.json); tools/reliability_doc.py alone re-renders the last results.
+reliability-doc: venv
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
+	$(VENV)/bin/python tools/reliability_doc.py
+
 clean:
 	rm -rf build .pytest_cache
 
-# Stop every lab of this checkout (.lab, .lab-procedures, .lab-bench, .lab-fleet, .lab-layout2: PostgreSQL, PM2
+# Stop every lab of this checkout (.lab, .lab-procedures, .lab-bench, .lab-reliability, .lab-fleet, .lab-layout2: PostgreSQL, PM2
 # daemons, apps), then remove them, the artifacts and the build output. .venv/ and .tools/ stay
 # (rm -rf .venv .tools for a checkout as cloned).
 distclean: venv clean
 	@for root in .lab .lab-procedures .lab-bench; do \
 	  if [ -d "$$root" ]; then echo "stopping $$root"; \
 	    REPLYX_LAB_ROOT="$(CURDIR)/$$root" $(PLAYBOOK) playbooks/lab_down.yml >/dev/null || exit 1; fi; done
+	@if [ -d .lab-reliability ]; then echo "stopping .lab-reliability"; \
+	  REPLYX_LAB_ROOT="$(CURDIR)/.lab-reliability" REPLYX_PG_PORT=55512 REPLYX_BACKEND_PORT=8520 REPLYX_WORKERS_PORT=3521 \
+	    $(PLAYBOOK) playbooks/lab_down.yml >/dev/null || exit 1; fi
 	@if [ -d .lab-fleet ]; then echo "stopping .lab-fleet"; \
 	  REPLYX_FLEET_ROOT="$(CURDIR)/.lab-fleet" $(PLAYBOOK) -i inventories/lab-fleet playbooks/lab_down.yml >/dev/null || exit 1; fi
 	@if [ -d .lab-layout2 ]; then echo "stopping .lab-layout2"; \

@@ -342,6 +342,28 @@ class Canceller:
         return self.forced
 
 
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|WEBHOOK|CREDENTIAL|_KEY$", re.I)
+
+
+def _mask(name: str, value: str) -> str:
+    if _SECRET_NAME.search(name):
+        return "********"
+    return _URL_PASSWORD.sub(r"\1********@", value)
+
+
+def _scrub_artifacts(artifacts: Path) -> None:
+    """ansible-runner writes the run's whole environment into artifacts/<ident>/command (REPLYX_WEBHOOK_URL and its
+    token included): mask secret-looking variables and URL passwords there before the artifacts are kept."""
+    for command in artifacts.glob("*/command"):
+        try:
+            data = json.loads(command.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            command.unlink(missing_ok=True)
+            continue
+        data["env"] = {k: _mask(k, str(v)) for k, v in (data.get("env") or {}).items()}
+        command.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
 def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | None = None,
                  check: bool = False, limit: str | None = None, verbosity: int = 0,
                  on_progress: Callable[[str], None] | None = None, keep_artifacts: str | None = None,
@@ -458,6 +480,7 @@ def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | 
         result.cancelled, result.forced = canceller.requested, canceller.forced
         if keep_artifacts:
             dest = Path(keep_artifacts).resolve()
+            _scrub_artifacts(data_dir / "artifacts")
             shutil.copytree(data_dir / "artifacts", dest, dirs_exist_ok=True)
             result.artifacts = str(dest)
         shutil.rmtree(data_dir, ignore_errors=True)

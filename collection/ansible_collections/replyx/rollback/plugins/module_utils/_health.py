@@ -669,7 +669,11 @@ REQUIRED_BY_TYPE = dict(http=("url",), login=("url", "password"), log=("path",))
 # --- the check set --------------------------------------------------------------------------------
 
 def validate_checks(checks):
-    """Refuse bad input before anything runs: unique names, per-type required options, usable regexes."""
+    """Refuse bad input before anything runs: at least one check, unique names, per-type required options, usable
+    regexes. No check at all would report a service healthy that nothing looked at."""
+    if not checks:
+        raise InputError("no checks given: a health verdict needs at least one check (types: %s)"
+                         % ", ".join(CHECK_TYPES), verb="validate", obj="checks")
     seen = set()
     for check in checks:
         name = check["name"]

@@ -21,6 +21,7 @@ import errno
 import getpass
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -407,6 +408,9 @@ class PostgresBackend(object):
                 return self._peek(cur)
 
 
+_ENV_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z')
+
+
 # --- the module's entry point ---------------------------------------------------------------------
 
 def run(module):
@@ -414,6 +418,10 @@ def run(module):
     env = params["environment"]
     if not env.strip() or not params["run_id"].strip():
         raise InputError("environment and run_id must not be empty", verb="validate", obj="options")
+    if not _ENV_NAME.match(env) or ".." in env:
+        # the name becomes part of the default lock path: no separators, no '..', nothing a shell or path splits
+        raise InputError("environment %r is not a name (letters, digits, '.', '_' and '-', at most 63 characters, "
+                         "for example production, staging, lab)" % env, verb="validate", obj="options")
     if params["ttl_s"] <= 0:
         raise InputError("ttl_s must be positive", verb="validate", obj="options")
     this_host = socket.gethostname()

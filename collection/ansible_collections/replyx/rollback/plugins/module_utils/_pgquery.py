@@ -128,6 +128,9 @@ def drop_indexes(module, settings):
     schema = check_identifier(params["schema"], "schema")
     names = [check_identifier(n, "index name") for n in params["indexes"]]
     names = sorted(set(names), key=names.index)
+    if int(params.get("lock_timeout") or 0) < 0:
+        raise InputError("lock_timeout must be 0 (wait as long as it takes) or a number of seconds (got %s)"
+                         % params["lock_timeout"], verb="validate", obj="options")
     queries = []
     conn = connect(settings)
     try:

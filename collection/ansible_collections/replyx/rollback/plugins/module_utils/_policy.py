@@ -280,7 +280,18 @@ def parse_approvals(raw, approved_by="", approver_role="", ticket="", roles=None
                 "every approval needs a name and a role among %s (got %s)"
                 % (_roles_text(roles) if roles is not None else "the role rank",
                    json.dumps(out, sort_keys=True)))
+        # names and tickets go into the lock, the report and the webhook: a person's name and an incident id,
+        # never a newline, a separator or SQL/shell syntax
+        if not _APPROVER_NAME.match(approval["name"]) or not _TICKET.match(approval["ticket"]):
+            raise PolicyError(
+                "approval %s: an approver name is letters, digits, spaces and . _ @ + ' - (at most 64), a ticket "
+                "letters, digits and . _ : / # - (got name %r, ticket %r)"
+                % (json.dumps(approval, sort_keys=True), approval["name"], approval["ticket"]))
     return out
+
+
+_APPROVER_NAME = re.compile(r"^\w[\w .@+'-]{0,63}\Z", re.UNICODE)
+_TICKET = re.compile(r"^(\w[\w.:/#-]{0,63})?\Z", re.UNICODE)
 
 
 def parse_batch(value):

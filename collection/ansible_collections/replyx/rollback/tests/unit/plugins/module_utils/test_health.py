@@ -247,6 +247,8 @@ def test_judge_response(check, status, body, problem):
 
 
 def test_validate_checks_refuses_bad_input():
+    with pytest.raises(InputError, match="no checks given: a health verdict needs at least one check"):
+        h.validate_checks([])
     with pytest.raises(InputError, match="used twice"):
         h.validate_checks([dict(name="a", type="disk"), dict(name="a", type="memory")])
     with pytest.raises(InputError, match="needs url"):

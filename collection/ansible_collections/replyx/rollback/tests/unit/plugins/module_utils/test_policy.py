@@ -258,6 +258,9 @@ REQUEST_REFUSALS = [
     ({"level": "critical", "approvals": "alice:boss:1"}, "every approval needs a name and a role among standard, "
                                                          "developer, team_lead, executive"),
     ({"level": "critical", "approved_by": "dave"}, "every approval needs a name and a role"),
+    ({"level": "critical", "approvals": "x'); drop table users;--:executive:INC-1"},
+     "an approver name is letters, digits, spaces and . _ @ + ' - (at most 64)"),
+    ({"level": "critical", "approvals": "ceo:executive:INC-1\nroot:executive:INC-1"}, "a ticket letters, digits"),
     ({"level": "critical", "code_rollback": "maybe"}, "code_rollback must be true or false (got 'maybe')"),
     ({"level": "critical", "named_targets": ["a"]}, "named_targets must be a dict"),
     ({"level": "critical", "restore_tables": 5}, "restore_tables must be a list or a comma-separated string"),

@@ -72,3 +72,10 @@ def test_force_release(monkeypatch, capsys, tmp_path):
 def test_missing_directory_is_a_clear_error(monkeypatch, capsys, tmp_path):
     r = run_module(monkeypatch, capsys, tmp_path, run_id="r1", path=str(tmp_path / "nope" / "prod.json"))
     assert r["_rc"] == 1 and r["msg"].startswith("Failed to create rollback lock file: directory")
+
+
+@pytest.mark.parametrize("environment", ["../../etc/x", "prod/../x", "a b", "lab;reboot", "..", "lab\n"])
+def test_an_environment_that_is_not_a_name_is_refused(monkeypatch, capsys, tmp_path, environment):
+    r = run_module(monkeypatch, capsys, tmp_path, run_id="r1", environment=environment, path=None)
+    assert r["_rc"] == 1 and "is not a name (letters, digits" in r["msg"], r["msg"]
+    assert list(tmp_path.iterdir()) == [] or all(p.name.startswith("ansible") for p in tmp_path.iterdir())
