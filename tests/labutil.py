@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import urllib.request
 from dataclasses import dataclass, field
@@ -26,10 +27,10 @@ APP_DSN = f"postgresql://chatai:LabAppPw-7f3a9c21@127.0.0.1:{PG_PORT}/chatai"
 SUPER_DSN = f"postgresql://postgres:LabSuperPw-5d8e0b44@127.0.0.1:{PG_PORT}/chatai"
 
 
-def env(*, drop: tuple[str, ...] = (), **extra) -> dict:
+def env(*, drop: tuple[str, ...] = (), project: Path = ROOT, **extra) -> dict:
     e = {k: v for k, v in os.environ.items() if k not in drop}
-    e["PATH"] = f"{VENV_BIN}:{ROOT / '.tools' / 'node_modules' / '.bin'}:{e.get('PATH', '')}"
-    e["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    e["PATH"] = f"{VENV_BIN}:{project / '.tools' / 'node_modules' / '.bin'}:{e.get('PATH', '')}"
+    e["ANSIBLE_CONFIG"] = str(project / "ansible.cfg")
     e["ANSIBLE_FORCE_COLOR"] = "0"
     e["ANSIBLE_NOCOLOR"] = "1"
     e.update({k: str(v) for k, v in extra.items()})
@@ -37,12 +38,14 @@ def env(*, drop: tuple[str, ...] = (), **extra) -> dict:
 
 
 def playbook(name: str, *args: str, check: bool = False, timeout: int = 900, inventory: str | None = None,
-             drop_env: tuple[str, ...] = (), **extra_env) -> subprocess.CompletedProcess:
+             drop_env: tuple[str, ...] = (), project: Path = ROOT, **extra_env) -> subprocess.CompletedProcess:
     """Run ansible-playbook playbooks/<name> against inventories/lab (or `inventory`); returns the finished
-    process. `drop_env` names variables of this environment the run must not see."""
+    process. `drop_env` names variables of this environment the run must not see; `project` is the checkout
+    the run starts in (its ansible.cfg, playbooks, roles and collection), this one unless told."""
     inv = ["-i", inventory] if inventory else []
-    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), *inv, f"playbooks/{name}", *args], cwd=ROOT,
-                          env=env(drop=drop_env, **extra_env), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), *inv, f"playbooks/{name}", *args], cwd=project,
+                          env=env(drop=drop_env, project=project, **extra_env), capture_output=True, text=True,
+                          timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} failed (rc={proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -108,6 +111,7 @@ class Layout:
     host_roots: dict = field(default_factory=dict)  # postgres/backend/workers -> directory
     services: dict = field(default_factory=dict)  # backend/workers -> PM2 name
     env_vars: tuple[str, ...] = ()  # the variables this layout reads (the others are dropped)
+    project: Path = ROOT  # the checkout its playbooks run from (layout2: a copy under a path with a space)
 
     @classmethod
     def resolve(cls, name: str = "lab") -> Layout:
@@ -119,13 +123,16 @@ class Layout:
         if name == "layout2":  # inventories/lab-layout2/group_vars/lab_layout2.yml and host_vars/
             g = os.environ.get
             root = Path(g("REPLYX_LAYOUT2_ROOT") or ROOT / ".lab-layout2" / "replyx lab \u00fc'2")
+            # the playbooks run from a copy of this checkout under a path with a space, quotes and a non-ASCII
+            # character (the plan's own app root is ".../MVP 13/..."): see copy_checkout()
+            project = ROOT / ".lab-layout2" / "checkout \"MVP 13\" \u00e9t\u00e9's"
             return cls("layout2", "inventories/lab-layout2", root, "replyx_prod", "replyx_app",
                        int(g("REPLYX_LAYOUT2_PG_PORT") or 55472), int(g("REPLYX_LAYOUT2_BACKEND_PORT") or 8470),
                        int(g("REPLYX_LAYOUT2_WORKERS_PORT") or 3471),
                        {"postgres": root / "pg data", "backend": root / "api server", "workers": root / "bot workers"},
                        {"backend": "replyx-api", "workers": "replyx-bots"},
                        ("REPLYX_LAYOUT2_ROOT", "REPLYX_LAYOUT2_PG_PORT", "REPLYX_LAYOUT2_BACKEND_PORT",
-                        "REPLYX_LAYOUT2_WORKERS_PORT"))
+                        "REPLYX_LAYOUT2_WORKERS_PORT"), project)
         raise ValueError(f"unknown layout {name!r}")
 
     @property
@@ -156,8 +163,32 @@ class Layout:
                  **extra_env) -> subprocess.CompletedProcess:
         """Run a playbook on this layout: its inventory, none of the other layouts' variables."""
         drop = tuple(v for v in LAB_ENV_VARS if v not in self.env_vars and v not in extra_env)
+        if self.project != ROOT:  # the root the tests read, not one relative to the copy
+            extra_env.setdefault(self.env_vars[0], str(self.root))
         return playbook(name, *args, check=check, timeout=timeout, inventory=self.inventory, drop_env=drop,
-                        **extra_env)
+                        project=self.project, **extra_env)
+
+    def copy_checkout(self) -> Path:
+        """Put a copy of this checkout (its tracked and new files, as they are in the working tree; .venv and
+        .tools linked) at `project`, so every playbook, role, the collection and lab/app are read from a path
+        with a space, quotes and a non-ASCII character. Nothing to do when the layout runs from here."""
+        if self.project == ROOT:
+            return ROOT
+        if self.project.exists():
+            shutil.rmtree(self.project)
+        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                               capture_output=True, check=True).stdout.decode().split("\0")
+        for rel in filter(None, files):
+            src, dest = ROOT / rel, self.project / rel
+            if src.is_symlink() or src.is_file():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if src.is_symlink():  # the inventories share group_vars through relative links
+                    dest.symlink_to(os.readlink(src))
+                else:
+                    shutil.copy2(src, dest)
+        for tool in (".venv", ".tools"):
+            (self.project / tool).symlink_to(ROOT / tool)
+        return self.project
 
     def psql(self, sql: str) -> str:
         return psql(sql, self.super_dsn)

@@ -1,6 +1,7 @@
 """The second lab layout (inventories/lab-layout2: database replyx_prod, user replyx_app, PM2 names
 replyx-api/replyx-bots, a root with a space, a quote and a non-ASCII character, ports 55472/8470/3471 or
-REPLYX_LAYOUT2_*). One lab for the module: brought up fresh by playbooks/lab.yml at the start and stopped
+REPLYX_LAYOUT2_*), its playbooks run from a copy of the checkout under `.lab-layout2/checkout "MVP 13" été's`
+(labutil.Layout.copy_checkout). One lab for the module: brought up fresh by playbooks/lab.yml at the start and stopped
 by lab_down.yml at the end, whatever happened. Every run is recorded: the last test scans them all."""
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ class Layout2Lab:
 
 @pytest.fixture(scope="module")
 def l2(tmp_path_factory):
-    lab = Layout2Lab(LAYOUT, tmp_path_factory.mktemp("layout2-artifacts"))
+    # artifacts (reports, plans, triage) under a path with a space, a quote and a non-ASCII character too
+    lab = Layout2Lab(LAYOUT, tmp_path_factory.mktemp("layout2 artifacts \u00e9't\u00e9"))
+    LAYOUT.copy_checkout()
     try:
         if LAYOUT.root.exists():  # left by an interrupted run: stop it and start from nothing
             lab.run("lab_down.yml", check=True)

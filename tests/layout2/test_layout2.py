@@ -1,5 +1,6 @@
 """Issue 14: every procedure follows the inventory's database name, users, roots and ports. On the second
-layout: backup -> preflight passes; triage and validate pass; a high rollback ends on the good release and
+layout (the lab root, the checkout the playbooks run from, the backups and the artifacts all under paths with
+a space, quotes and a non-ASCII character; issue 11): backup -> preflight passes; triage and validate pass; a high rollback ends on the good release and
 revision with the data unchanged; nothing produced for the layout names `chatai` or the default lab's root.
 The tests share one lab (conftest.py) and run in this order."""
 from __future__ import annotations
@@ -81,6 +82,8 @@ def test_high_rollback_ends_on_the_good_release_with_the_data_intact(l2):
     data_before = fingerprints()
     proc = l2.run("rollback.yml", "-e", "level=high", "-e", "target=widget_version",
                   "-e", f"approvals={HIGH_APPROVALS}", "-v", check=True)
+    # run from the copy of the checkout under a path with a space, quotes and non-ASCII characters
+    assert LAYOUT.project != labutil.ROOT and f"Using {LAYOUT.project / 'ansible.cfg'} as config file" in proc.stdout
     assert git_tag(LAYOUT.app_dir) == "v1.0.0"
     assert LAYOUT.psql("select version_num from alembic_version") == "fb3228f45466"
     assert LAYOUT.psql("select count(*) from information_schema.columns where table_name = 'assistants' "
