@@ -161,6 +161,7 @@ def test_corrupted_file_delta_restore_to_end_of_archive(server, run_module, tmp_
     assert "global/pg_control" in copied and "backup_label" in copied
     assert delta["copied"] == len(copied) and delta["copied"] + delta["skipped"] == delta["files_in_backup"]
     assert delta["copied"] <= 40 and delta["copied"] * 10 < delta["files_in_backup"], delta
+    print("delta:", {k: delta[k] for k in ("files_in_backup", "copied", "skipped", "removed", "reasons")})
     assert delta["bytes_skipped"] > 0 and set(delta["reasons"]) <= {"missing", "size", "checksum"}, delta
     # No server ran, so no counts before; after, every table is there.
     assert result["row_counts"]["before"] is None and result["row_counts"]["after"]["chatai.public.users"] == 200
@@ -189,15 +190,14 @@ def test_full_mode_and_no_forensic_copy(server, run_module, tmp_path):
 
 def test_refusals_change_nothing(server, run_module, tmp_path):
     """A base backup whose checksum is wrong, a missing WAL segment, no confirm: refused in preflight, the
-    stopped data directory byte for byte as before, no forensic copy."""
+    stopped data directory byte for byte as before, no forensic copy. Check mode changes nothing either."""
     ensure_running(server)
     result = base_backup(server, run_module, tmp_path / "backups")
-    for i in range(3):
-        server.psql(f"INSERT INTO events SELECT g, 'seg{i}' FROM generate_series({2000 + i * 10}, {2009 + i * 10}) g",
-                    dbname="chatai")
-        middle = switch_wal(server)
-        if i == 1:
-            gap = middle
+    # The backup's own last segment is archived when it ends; two more after it, the first to go missing.
+    server.psql("INSERT INTO events SELECT g, 'seg1' FROM generate_series(2000, 2009) g", dbname="chatai")
+    gap = switch_wal(server)
+    server.psql("INSERT INTO events SELECT g, 'seg2' FROM generate_series(2010, 2019) g", dbname="chatai")
+    switch_wal(server)
     server.pg_ctl("stop", "-m", "fast", "-w")
     data_sha = sha256_path(str(server.data_dir))
 
@@ -210,6 +210,12 @@ def test_refusals_change_nothing(server, run_module, tmp_path):
         return res
 
     refused(restore_args(server, tmp_path, confirm=False), "confirm=true is required")
+    # Check mode: the plan and a preview of the delta, nothing written.
+    plan = run_module("pg_physical_restore", restore_args(server, tmp_path, confirm=False), check_mode=True)
+    assert not plan["failed"] and plan["changed"] is False, explain(plan)
+    assert plan["delta"]["preview"] is True and 0 < plan["delta"]["copied"] < plan["delta"]["files_in_backup"]
+    assert plan["target"]["kind"] == "end" and plan["steps"][0].startswith("copy ")
+    assert sha256_path(str(server.data_dir)) == data_sha and not (tmp_path / "forensic").exists()
     # A missing segment in the middle of the archive: WAL after it cannot be replayed.
     moved = tmp_path / gap
     os.rename(server.archive_dir / gap, moved)
