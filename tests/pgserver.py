@@ -134,6 +134,15 @@ class PgServer:
                              check=True, capture_output=True, text=True, env=env)
         return out.stdout.strip()
 
+    def switch_wal(self, timeout: float = 60) -> str:
+        """pg_switch_wal() and wait until the closed segment is in the archive; returns its name."""
+        name = self.psql("SELECT pg_walfile_name(pg_switch_wal())")
+        deadline = time.monotonic() + timeout
+        while not (self.archive_dir / name).exists():
+            assert time.monotonic() < deadline, f"{name} was not archived"
+            time.sleep(0.2)
+        return name
+
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -143,3 +152,19 @@ class PgServer:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"PostgreSQL on port {self.port} did not become ready")
+
+
+VERSIONS = {"18": embedded_bin_dir, "15": lambda: system_bin_dir(15)}
+
+
+def start_version(version: str) -> PgServer:
+    """A started server of PostgreSQL ``version`` ("18": embedded with pgvector, "15": the machine's), with
+    ``.version`` set; the test is skipped when the binaries are not there."""
+    import pytest  # noqa: PLC0415 - only the tests that start servers need it
+
+    bin_dir = Path(VERSIONS[version]())
+    if not (bin_dir / "initdb").exists():
+        pytest.skip(f"PostgreSQL {version} binaries not found in {bin_dir}")
+    server = PgServer(bin_dir=bin_dir).start()
+    server.version = version
+    return server

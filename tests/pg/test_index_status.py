@@ -1,11 +1,9 @@
 """pg_index_drop (the plan's manual index fallback) and pg_status (read-only) on real PostgreSQL 18 and 15."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from pgserver import PgServer, embedded_bin_dir, system_bin_dir
+from pgserver import PgServer, start_version
 
 pytestmark = [pytest.mark.pg]
 
@@ -16,16 +14,11 @@ PLAN_INDEXES = [
     "ix_dialog_messages_dialog_id",
     "ix_balance_transactions_user_created",
 ]
-VERSIONS = {"18": embedded_bin_dir, "15": lambda: system_bin_dir(15)}
 
 
 @pytest.fixture(scope="module", params=["18", "15"])
 def server(request):
-    bin_dir = Path(VERSIONS[request.param]())
-    if not (bin_dir / "initdb").exists():
-        pytest.skip(f"PostgreSQL {request.param} binaries not found in {bin_dir}")
-    srv = PgServer(bin_dir=bin_dir).start()
-    srv.version = request.param
+    srv = start_version(request.param)
     srv.psql("CREATE DATABASE chatai")
     yield srv
     srv.stop()

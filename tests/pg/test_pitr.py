@@ -14,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from pgserver import PgServer, embedded_bin_dir, system_bin_dir
+from pgserver import PgServer, start_version
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
 
-VERSIONS = {"18": embedded_bin_dir, "15": lambda: system_bin_dir(15)}
-
 
 def _server(version: str) -> PgServer:
-    bin_dir = Path(VERSIONS[version]())
-    if not (bin_dir / "initdb").exists():
-        pytest.skip(f"PostgreSQL {version} binaries not found in {bin_dir}")
-    server = PgServer(bin_dir=bin_dir).start()
+    server = start_version(version)
     vector = version == "18"
     server.psql("CREATE DATABASE chatai")
     server.psql(f"""
@@ -45,19 +40,8 @@ def _server(version: str) -> PgServer:
 @pytest.fixture(params=["18", "15"])
 def server(request):
     srv = _server(request.param)
-    srv.version = request.param
     yield srv
     srv.stop()
-
-
-def switch_wal(server: PgServer) -> str:
-    """pg_switch_wal() and wait until the closed segment is in the archive."""
-    name = server.psql("SELECT pg_walfile_name(pg_switch_wal())")
-    deadline = time.monotonic() + 60
-    while not (server.archive_dir / name).exists():
-        assert time.monotonic() < deadline, f"{name} was not archived"
-        time.sleep(0.2)
-    return name
 
 
 def base_backup(server: PgServer, run_module, dest: Path) -> dict:
@@ -114,7 +98,7 @@ def test_pitr_to_time_promote(server, run_module, tmp_path):
     backups = tmp_path / "backups"
     base_backup(server, run_module, backups)
     target = write_history(server)
-    switch_wal(server)
+    server.switch_wal()
     old_files = set(os.listdir(server.data_dir)) - {"postmaster.pid"}  # removed by the clean stop
 
     result = run_module("pg_pitr_restore", pitr_args(server, backups, target_time=target,
@@ -155,7 +139,7 @@ def test_pitr_to_restore_point_and_pause(server, run_module, tmp_path):
     server.psql("DROP TABLE dialog_messages", dbname="chatai")
     server.psql("INSERT INTO events (id, phase) SELECT g, 'after' FROM generate_series(101, 150) g", dbname="chatai")
     server.psql("DELETE FROM users WHERE id > 100", dbname="chatai")
-    switch_wal(server)
+    server.switch_wal()
 
     result = run_module("pg_pitr_restore", pitr_args(server, backups, target_name="before_release_42",
                                                      target_action="pause"))
@@ -181,7 +165,7 @@ def test_pitr_to_lsn_and_shutdown(server, run_module, tmp_path):
     lsn = server.psql("SELECT pg_current_wal_insert_lsn()")
     server.psql("DROP TABLE dialog_messages", dbname="chatai")
     server.psql("INSERT INTO events (id, phase) SELECT g, 'after' FROM generate_series(101, 150) g", dbname="chatai")
-    switch_wal(server)
+    server.switch_wal()
     result = run_module("pg_pitr_restore", pitr_args(server, backups, target_lsn=lsn, target_inclusive=False,
                                                      target_action="shutdown"))
     assert not result["failed"], explain(result)

@@ -17,15 +17,6 @@ from pgserver import PgServer, embedded_bin_dir
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
 
 
-def _switch_wal(server: PgServer) -> str:
-    name = server.psql("SELECT pg_walfile_name(pg_switch_wal())")
-    deadline = time.monotonic() + 60
-    while not (server.archive_dir / name).exists():
-        assert time.monotonic() < deadline, f"{name} was not archived"
-        time.sleep(0.2)
-    return name
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, run_module_for_module):
     """A server with a base backup, history after it (a target inside the window), the WAL archived."""
@@ -44,11 +35,11 @@ def env(tmp_path_factory, run_module_for_module):
         # Several segments of history after the backup, so one can go missing in the middle.
         for batch in range(3):
             server.psql(f"INSERT INTO t SELECT g, 'b{batch}' FROM generate_series({batch * 100 + 1}, {batch * 100 + 100}) g")
-            _switch_wal(server)
+            server.switch_wal()
         target = server.psql("SELECT now()")
         time.sleep(1.0)
         server.psql("DROP TABLE t")
-        _switch_wal(server)
+        server.switch_wal()
         yield dict(server=server, tmp=tmp, backups=backups, manifest=result["manifest_path"],
                    backup_path=result["path"], target=target, before_backup=before_backup)
     finally:

@@ -45,7 +45,8 @@ import time
 from ansible_collections.replyx.rollback.plugins.module_utils._errors import (
     CommandFailure, ConnectionFailure, InputError, ReplyxError, SafetyRefusal)
 from ansible_collections.replyx.rollback.plugins.module_utils._manifest import load_manifest, verify_manifest
-from ansible_collections.replyx.rollback.plugins.module_utils._pg import connection_settings, pg_bin
+from ansible_collections.replyx.rollback.plugins.module_utils._pg import (
+    connection_settings, pg_bin, pg_common_argument_spec)
 from ansible_collections.replyx.rollback.plugins.module_utils import _pgquery
 
 TARGET_KEYS = ("target_time", "target_lsn", "target_xid", "target_name", "target_immediate")
@@ -77,6 +78,37 @@ class OutsideWindow(SafetyRefusal):
     def __init__(self, reason, before_backup=False, **kwargs):
         super(OutsideWindow, self).__init__(reason, **kwargs)
         self.before_backup = before_backup
+
+
+def recovery_argument_spec():
+    """Options shared by pg_pitr_restore and pg_physical_restore (documented in the doc fragment
+    replyx.rollback.recovery), beside the connection options."""
+    spec = pg_common_argument_spec()
+    spec.update(
+        base_backup=dict(type="path"),
+        backup_dir=dict(type="path"),
+        wal_archive=dict(type="path", required=True),
+        data_dir=dict(type="path", required=True),
+        forensic_dir=dict(type="path"),
+        target_time=dict(type="str"),
+        target_lsn=dict(type="str"),
+        target_xid=dict(type="str"),
+        target_name=dict(type="str"),
+        target_immediate=dict(type="bool", default=False),
+        target_inclusive=dict(type="bool", default=True),
+        target_action=dict(type="str", default="promote", choices=["promote", "pause", "shutdown"]),
+        target_timeline=dict(type="str", default="latest"),
+        restored_archiving=dict(type="str", default="off", choices=["off", "keep"]),
+        os_user=dict(type="str", default="postgres"),
+        server_port=dict(type="int"),
+        listen_addresses=dict(type="str"),
+        server_log=dict(type="path"),
+        min_free_bytes=dict(type="int", default=1073741824),
+        free_space_factor=dict(type="float", default=1.2),
+        timeout=dict(type="int", default=3600),
+        confirm=dict(type="bool", default=False),
+    )
+    return spec
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -452,6 +484,8 @@ def describe_target(kind, value):
         return "transaction %d" % value
     if kind == "name":
         return "restore point %r" % value
+    if kind == "end":
+        return "the end of the archived WAL"
     return "the end of the base backup (immediate)"
 
 
@@ -574,6 +608,12 @@ def check_target(kind, value, window, backup, find_record):
                                 before_backup=True, verb="check", obj="the recoverable window")
         return "%s at LSN %s%s" % (describe_target(kind, value), format_lsn(record["lsn"]),
                                    (", time %s" % format_time(record["time"])) if record.get("time") else "")
+    if kind == "end":
+        if window.get("gap"):
+            raise OutsideWindow("WAL after %s cannot be replayed%s" % (window["last_segment"], _gap_hint(window)),
+                                verb="verify", obj="WAL continuity")
+        return "at the end of the archived WAL (last record %s in %s)" % (
+            format_lsn(window["end_lsn"]), window["last_segment"])
     return "at the consistency point %s" % format_lsn(window["start_lsn"])
 
 
@@ -594,11 +634,12 @@ def recovery_settings(params, kind, value, archive_path):
         settings.append(("recovery_target_xid", str(value)))
     elif kind == "name":
         settings.append(("recovery_target_name", value))
-    else:
+    elif kind != "end":
         settings.append(("recovery_target", "immediate"))
     if kind in ("time", "lsn", "xid"):
         settings.append(("recovery_target_inclusive", "on" if params.get("target_inclusive", True) else "off"))
-    settings.append(("recovery_target_action", params.get("target_action") or "promote"))
+    if kind != "end":  # without a target, recovery replays all WAL it can read and promotes
+        settings.append(("recovery_target_action", params.get("target_action") or "promote"))
     settings.append(("recovery_target_timeline", str(params.get("target_timeline") or "latest")))
     if (params.get("restored_archiving") or "off") == "off":
         settings.append(("archive_mode", "off"))
@@ -658,6 +699,8 @@ def utc_stamp(now=None):
 class PitrRestore(object):
     """Preflight, plan and run one point-in-time recovery. ``module`` is an AnsibleModule."""
 
+    module_name = "pg_pitr_restore"
+
     def __init__(self, module):
         self.module = module
         self.params = module.params
@@ -696,16 +739,22 @@ class PitrRestore(object):
         return rc, out, err
 
     # -- preflight ----------------------------------------------------------------------------------
+    def target(self):
+        """(kind, value) of the recovery target; a PITR needs exactly one."""
+        return validate_target(self.params)
+
+    def _confirm_text(self):
+        return ("confirm=true is required: the data directory %s is replaced (the current one is moved to %s, never "
+                "deleted)" % (self.data_dir, self.forensic_dir))
+
     def preflight(self):
         params = self.params
-        self.kind, self.value = validate_target(params)
+        self.kind, self.value = self.target()
         if not params.get("base_backup") and not params.get("backup_dir"):
             raise InputError("give base_backup (a manifest or backup path) or backup_dir", verb="choose",
                              obj="a base backup")
         if not self.module.check_mode and not params.get("confirm"):
-            raise SafetyRefusal("confirm=true is required: the data directory %s is replaced (the current one is "
-                                "moved to %s, never deleted)" % (self.data_dir, self.forensic_dir),
-                                verb="restore", obj="data directory %s" % self.data_dir)
+            raise SafetyRefusal(self._confirm_text(), verb="restore", obj="data directory %s" % self.data_dir)
         if os.path.isdir(self.data_dir) and os.path.ismount(self.data_dir):
             raise SafetyRefusal("%s is a mount point and cannot be moved aside; restore into a directory below it"
                                 % self.data_dir, verb="move", obj="data directory %s" % self.data_dir)
@@ -844,14 +893,18 @@ class PitrRestore(object):
             steps.append("move %s aside to %s (kept, never deleted)" % (self.data_dir, forensic))
         steps.append("restore base backup %s (%s) into %s, mode 0700, owner %s"
                      % (self.backup["path"], self.backup["layout"], self.data_dir, self.os_user))
-        steps.append("write recovery.signal and the recovery settings into postgresql.auto.conf")
-        steps.append("start the server (log %s) and recover %s, reading WAL from %s"
-                     % (self.server_log, self.stop_point, self.archive.path))
-        action = self.params.get("target_action") or "promote"
-        steps.append({"promote": "wait until recovery ends and the server is promoted",
-                      "pause": "wait until replay pauses at the target",
-                      "shutdown": "wait until the server shuts down at the target"}[action])
+        steps += self._recovery_steps()
         return dict(steps=steps, server_running=running, forensic_copy=forensic if has_data else None)
+
+    def _recovery_steps(self):
+        """The steps after the data directory is in place: configure, start, wait."""
+        action = self.params.get("target_action") or "promote"
+        return ["write recovery.signal and the recovery settings into postgresql.auto.conf",
+                "start the server (log %s) and recover %s, reading WAL from %s"
+                % (self.server_log, self.stop_point, self.archive.path),
+                {"promote": "wait until recovery ends and the server is promoted",
+                 "pause": "wait until replay pauses at the target",
+                 "shutdown": "wait until the server shuts down at the target"}[action]]
 
     def result_base(self):
         return dict(base_backup=public_backup(self.backup), window=public_window(self.window),
@@ -887,12 +940,19 @@ class PitrRestore(object):
         return result
 
     def _restore(self, plan):
-        timeout = str(int(self.params.get("timeout") or 3600))
-        pg_ctl = self.bin("pg_ctl")
+        self._stop_server(plan)
+        self._put_back(plan)
+        self._configure_and_start()
+
+    def _stop_server(self, plan):
         if plan["server_running"]:
-            self.run(self.as_os_user([pg_ctl, "stop", "-D", self.data_dir, "-m", "fast", "-w", "-t", timeout]),
-                     verb="stop", obj="the server on %s" % self.data_dir)
+            timeout = str(int(self.params.get("timeout") or 3600))
+            self.run(self.as_os_user([self.bin("pg_ctl"), "stop", "-D", self.data_dir, "-m", "fast", "-w", "-t",
+                                      timeout]), verb="stop", obj="the server on %s" % self.data_dir)
             self.steps_done.append("stopped the server")
+
+    def _put_back(self, plan):
+        """Move the data directory aside and extract the base backup into a new one."""
         if plan["forensic_copy"]:
             os.makedirs(self.forensic_dir, mode=0o700, exist_ok=True)
             shutil.move(self.data_dir, plan["forensic_copy"])
@@ -900,7 +960,6 @@ class PitrRestore(object):
             self.steps_done.append("moved %s to %s" % (self.data_dir, self.forensic_copy))
         elif os.path.isdir(self.data_dir):
             os.rmdir(self.data_dir)  # empty
-        pw = pwd.getpwnam(self.os_user) if os.geteuid() == 0 else None
         os.makedirs(self.data_dir, mode=0o700)
         backup = self.backup
         if backup["layout"] == "plain":
@@ -920,13 +979,17 @@ class PitrRestore(object):
             if os.path.lexists(path):
                 os.unlink(path)
         self.steps_done.append("restored base backup %s into %s" % (backup["path"], self.data_dir))
+
+    def _configure_and_start(self):
+        """recovery.signal and the recovery settings, ownership, then start the server in recovery."""
+        pw = pwd.getpwnam(self.os_user) if os.geteuid() == 0 else None
         auto_conf = os.path.join(self.data_dir, "postgresql.auto.conf")
         text = ""
         if os.path.isfile(auto_conf):
             with open(auto_conf) as fh:
                 text = fh.read()
-        header = "replyx.rollback.pg_pitr_restore %s: recovery to %s" % (self.stamp, describe_target(self.kind,
-                                                                                                     self.value))
+        header = "replyx.rollback.%s %s: recovery to %s" % (
+            self.module_name, self.stamp, describe_target(self.kind, self.value))
         with open(auto_conf, "w") as fh:
             fh.write(rewrite_auto_conf(text, self.settings, header))
         with open(os.path.join(self.data_dir, "recovery.signal"), "w") as fh:
@@ -941,7 +1004,7 @@ class PitrRestore(object):
             for path in (log_dir, self.server_log):
                 os.chown(path, pw.pw_uid, pw.pw_gid)
         self.steps_done.append("wrote recovery.signal and recovery settings")
-        self.run(self.as_os_user([pg_ctl, "start", "-D", self.data_dir, "-l", self.server_log, "-W"]),
+        self.run(self.as_os_user([self.bin("pg_ctl"), "start", "-D", self.data_dir, "-l", self.server_log, "-W"]),
                  verb="start", obj="the server on %s" % self.data_dir)
         self.steps_done.append("started the server in recovery")
 

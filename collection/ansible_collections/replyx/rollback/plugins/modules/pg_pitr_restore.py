@@ -40,6 +40,7 @@ author:
   - ReplyX platform team (@replyx)
 extends_documentation_fragment:
   - replyx.rollback.postgres
+  - replyx.rollback.recovery
 attributes:
   check_mode:
     support: full
@@ -48,21 +49,6 @@ attributes:
     support: none
     description: Reports no diff.
 options:
-  base_backup:
-    description:
-      - The base backup to restore, as its manifest (C(<backup>.manifest.json)) or the backup path beside it.
-      - When unset, the newest verified physical backup in O(backup_dir) whose end precedes the target is used.
-    type: path
-  backup_dir:
-    description:
-      - Directory of backups and their manifests, searched when O(base_backup) is unset.
-    type: path
-  wal_archive:
-    description:
-      - Directory of archived WAL segment files (uncompressed, as an C(archive_command) of C(cp) writes them).
-      - The restored server reads it through C(restore_command); O(os_user) must be able to read it.
-    type: path
-    required: true
   data_dir:
     description:
       - The server's data directory. Its current content is moved aside to O(forensic_dir), never deleted.
@@ -78,89 +64,6 @@ options:
       - Recover up to this time. It must carry a time zone, as C(select now()) prints it (C(2026-01-31 03:12:45.123+00)).
       - Exactly one of O(target_time), O(target_lsn), O(target_xid), O(target_name), O(target_immediate).
     type: str
-  target_lsn:
-    description:
-      - Recover up to this WAL location (C(0/3000148)).
-    type: str
-  target_xid:
-    description:
-      - Recover up to the commit of this transaction id.
-    type: str
-  target_name:
-    description:
-      - Recover up to this restore point (created with C(pg_create_restore_point())).
-    type: str
-  target_immediate:
-    description:
-      - Recover only until the base backup is consistent.
-    type: bool
-    default: false
-  target_inclusive:
-    description:
-      - Stop just after (V(true)) or just before (V(false)) the target. Applies to time, LSN and transaction targets.
-    type: bool
-    default: true
-  target_action:
-    description:
-      - What the server does at the target. V(promote) ends recovery and opens the database for writes (a new timeline);
-        V(pause) keeps it read-only at the target so the data can be checked first (promote with
-        C(SELECT pg_wal_replay_resume())); V(shutdown) stops the server at the target.
-    type: str
-    default: promote
-    choices: [promote, pause, shutdown]
-  target_timeline:
-    description:
-      - Timeline to recover along. V(latest) follows the newest timeline with a history file in the archive, V(current)
-        stays on the backup's timeline; or a timeline number.
-    type: str
-    default: latest
-  restored_archiving:
-    description:
-      - V(off) writes C(archive_mode = off) for the restored server, so the recovered history is not archived until an
-        operator turns archiving back on (and takes a new base backup).
-      - V(keep) leaves the backup's archive settings; after promotion the new timeline is archived beside the old one
-        under its own timeline id and C(.history) file.
-    type: str
-    default: 'off'
-    choices: ['off', keep]
-  os_user:
-    description:
-      - The unprivileged operating system user that runs PostgreSQL and owns O(data_dir).
-    type: str
-    default: postgres
-  server_port:
-    description:
-      - Port the restored server listens on (written into C(postgresql.auto.conf)); also used to connect to it.
-      - When unset, the backup's own setting is kept and O(login_port) is used to connect.
-    type: int
-  listen_addresses:
-    description:
-      - C(listen_addresses) of the restored server; when unset, the backup's own setting is kept.
-    type: str
-  server_log:
-    description:
-      - Log file of the recovering server. Defaults to C(<data_dir>/log/replyx-pitr-<UTC timestamp>.log).
-    type: path
-  min_free_bytes:
-    description:
-      - Free bytes to keep on the filesystem of O(data_dir) beyond the restored size.
-    type: int
-    default: 1073741824
-  free_space_factor:
-    description:
-      - The restored size (from the backup's own C(backup_manifest)) is multiplied by this for the free space check.
-    type: float
-    default: 1.2
-  timeout:
-    description:
-      - Seconds to wait for the old server to stop and for recovery to reach the target.
-    type: int
-    default: 3600
-  confirm:
-    description:
-      - Must be V(true) to replace the data directory. Not needed in check mode.
-    type: bool
-    default: false
 notes:
   - The connection options (O(login_host), O(login_port), O(login_password), ...) are those of the restored server, used
     to watch recovery. The passwords are those that were valid at the target.
@@ -333,42 +236,12 @@ duration:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.replyx.rollback.plugins.module_utils._errors import ReplyxError, fail_from
-from ansible_collections.replyx.rollback.plugins.module_utils._pg import pg_common_argument_spec
 from ansible_collections.replyx.rollback.plugins.module_utils._pgquery import require_psycopg
-from ansible_collections.replyx.rollback.plugins.module_utils._pitr import run_pitr_restore
-
-
-def argument_spec():
-    spec = pg_common_argument_spec()
-    spec.update(
-        base_backup=dict(type="path"),
-        backup_dir=dict(type="path"),
-        wal_archive=dict(type="path", required=True),
-        data_dir=dict(type="path", required=True),
-        forensic_dir=dict(type="path"),
-        target_time=dict(type="str"),
-        target_lsn=dict(type="str"),
-        target_xid=dict(type="str"),
-        target_name=dict(type="str"),
-        target_immediate=dict(type="bool", default=False),
-        target_inclusive=dict(type="bool", default=True),
-        target_action=dict(type="str", default="promote", choices=["promote", "pause", "shutdown"]),
-        target_timeline=dict(type="str", default="latest"),
-        restored_archiving=dict(type="str", default="off", choices=["off", "keep"]),
-        os_user=dict(type="str", default="postgres"),
-        server_port=dict(type="int"),
-        listen_addresses=dict(type="str"),
-        server_log=dict(type="path"),
-        min_free_bytes=dict(type="int", default=1073741824),
-        free_space_factor=dict(type="float", default=1.2),
-        timeout=dict(type="int", default=3600),
-        confirm=dict(type="bool", default=False),
-    )
-    return spec
+from ansible_collections.replyx.rollback.plugins.module_utils._pitr import recovery_argument_spec, run_pitr_restore
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=recovery_argument_spec(), supports_check_mode=True)
     require_psycopg(module)
     try:
         result = run_pitr_restore(module)
