@@ -103,7 +103,10 @@ def test_ansible_builder_creates_the_build_context(tmp_path):
     context = tmp_path / "context"
     tarballs = list((context / "_build" / "replyx-collection").glob("replyx-rollback-*.tar.gz"))
     assert len(tarballs) == 1
-    containerfile = (context / "Dockerfile").read_text()
+    # ansible-builder names it after the container runtime it finds: Containerfile when podman is installed
+    found = [p for p in (context / "Containerfile", context / "Dockerfile") if p.is_file()]
+    assert len(found) == 1, sorted(p.name for p in context.iterdir())
+    containerfile = found[0].read_text()
     assert "ansible-galaxy collection install --offline -p /usr/share/ansible/collections /tmp/replyx-collection/" \
         in containerfile
     assert yaml.safe_load((context / "_build" / "requirements.yml").read_text())["collections"][0]["version"]
