@@ -11,6 +11,12 @@ not counted). One row per drill goes to artifacts/drills.json and the table arti
 scenario, drill, result, seconds to service restored (from the start of the run to the first answer
 after the last one that came from the bad release), whole-run seconds, failed client requests, rows lost.
 
+Recovery drills (molecule/recovery) compare with a snapshot taken before the damage instead:
+
+    drill.py --scenario recovery --snapshot good                 # every table's count and checksum, kept
+    drill.py --scenario recovery --sql "DELETE FROM ..."         # the damage (prints the last result)
+    drill.py --scenario recovery --name full --expect-snapshot good -- playbooks/restore.yml ...
+
 Exit status: 0 when the playbook succeeded, no request failed and no row was lost; 1 otherwise.
 """
 from __future__ import annotations
@@ -113,6 +119,37 @@ class Fault(threading.Thread):
             print(f"the fault never fired: /{self.args.fault_when}/ did not appear in {self.log}", file=sys.stderr)
 
 
+def snapshot_path(artifacts: Path, name: str) -> Path:
+    return artifacts / "drills" / f"snapshot-{name}.json"
+
+
+def compare_snapshot(snap: dict, after: dict, shape_only: bool) -> tuple[int, list[str]]:
+    """Rows lost against a snapshot (rows missing from its tables; a missing table loses all of them) and the
+    tables that differ. shape_only: every table must exist and be empty (a schema-only restore)."""
+    lost, problems = 0, []
+    for table, (count, digest) in sorted(snap.items()):
+        if table not in after:
+            lost += count
+            problems.append(f"{table} is missing (had {count} rows before the damage)")
+        elif shape_only:
+            if after[table][0]:
+                problems.append(f"{table} has {after[table][0]} rows after a schema-only restore")
+        elif tuple(after[table]) != (count, digest):
+            lost += max(0, count - after[table][0])
+            problems.append(f"{table}: {after[table][0]} rows, checksum {after[table][1][:8]} (before the damage: "
+                            f"{count} rows, {digest[:8]})")
+    return lost, problems
+
+
+def run_sql(dsn: str, sql: str) -> str:
+    import psycopg  # the venv's
+
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        cur = conn.execute(sql)
+        rows = cur.fetchall() if cur.description else []
+    return "\n".join("|".join("" if v is None else str(v) for v in row) for row in rows)
+
+
 def netns(*argv: str) -> None:
     subprocess.run([sys.executable, str(Path(__file__).with_name("netns_hosts.py")), *argv], check=True)
 
@@ -181,12 +218,35 @@ def main(argv=None) -> int:
     p.add_argument("--reset", action="store_true", help="only remove the scenario's rows from the drills' table")
     p.add_argument("--plain", action="store_true",
                    help="only run the playbook (its output to the drill log): no client, no table, no DSN needed")
+    p.add_argument("--snapshot", metavar="NAME", help="only record every table's row count and checksum as NAME")
+    p.add_argument("--sql", help="only run this SQL as the superuser (the damage, a probe) and print its last result")
+    p.add_argument("--expect-snapshot", metavar="NAME",
+                   help="afterwards every table of snapshot NAME must have its rows and checksum back (a restore)")
+    p.add_argument("--expect-shape-only", action="store_true",
+                   help="with --expect-snapshot: every table must exist and be empty (a schema-only restore)")
     p.add_argument("playbook", nargs=argparse.REMAINDER, help="-- PLAYBOOK [ansible-playbook arguments]")
     args = p.parse_args(argv)
     play = [a for a in args.playbook if a != "--"]
     if args.reset:
         write_rows(Path(args.artifacts), [r for r in read_rows(Path(args.artifacts)) if r["scenario"] != args.scenario])
         return 0
+    if args.snapshot or args.sql:
+        dsn = os.environ.get("REPLYX_DRILL_DSN", "")
+        if not dsn:
+            p.error("set REPLYX_DRILL_DSN (the PostgreSQL superuser DSN of the drill fleet)")
+        if args.sql:
+            print(run_sql(dsn, args.sql))
+        if args.snapshot:
+            path = snapshot_path(Path(args.artifacts), args.snapshot)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(fingerprint(dsn), indent=1) + "\n", encoding="utf-8")
+        return 0
+    snap = None
+    if args.expect_snapshot:
+        path = snapshot_path(Path(args.artifacts), args.expect_snapshot)
+        if not path.is_file():
+            p.error(f"no snapshot {args.expect_snapshot!r} ({path}); take it with --snapshot {args.expect_snapshot}")
+        snap = {t: tuple(v) for t, v in json.loads(path.read_text(encoding="utf-8")).items()}
     if not args.name and not args.reset:
         p.error("name the drill (--name)")
     if not play and not args.reset:
@@ -244,6 +304,8 @@ def main(argv=None) -> int:
     ok_run = not hung and ((rc != 0) if args.expect_failure else (rc == 0))
     changed_tables = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
     problems = []
+    if snap is not None:  # a restore: measured against the state before the damage, not before the run
+        lost, problems = compare_snapshot(snap, after, args.expect_shape_only)
     if args.report_says:
         report = newest_report(Path(args.artifacts), wall_start)
         if report is None:
