@@ -104,7 +104,7 @@ def test_the_first_signal_only_asks_for_the_cancel_and_the_second_goes_to_ansibl
 
 def test_installing_twice_keeps_the_handler_that_was_there_first(handlers):
     seen = []
-    interrupts, _ = installed(lambda signum, frame: seen.append(signum))
+    interrupts = installed(lambda signum, frame: seen.append(signum))[0]
     interrupts.install()  # the next play's strategy
     assert interrupts.previous[signal.SIGTERM] != interrupts.handle
     interrupts.handle(signal.SIGTERM, None)
@@ -124,7 +124,7 @@ def test_a_forked_child_ignores_the_signal_its_process_group_got(handlers):
 
 def test_a_second_signal_with_the_default_handler_before_stops_the_process(handlers, monkeypatch):
     killed, reset = [], []
-    interrupts, _ = installed(signal.SIG_DFL)
+    interrupts = installed(signal.SIG_DFL)[0]
     monkeypatch.setattr(linear.os, "kill", lambda pid, sig: killed.append((pid, sig)))
     monkeypatch.setattr(linear.signal, "signal", lambda sig, h: reset.append((sig, h)))
     interrupts.handle(signal.SIGTERM, None)
@@ -201,7 +201,7 @@ def _run(tmp_path, sigs):
         for sig in sigs:
             os.killpg(proc.pid, sig)  # the whole process group, as a terminal's Ctrl-C or a service manager does
             time.sleep(0.3)
-        out, _ = proc.communicate(timeout=60)
+        out = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
