@@ -27,7 +27,7 @@ description:
   - The same on a signal to C(ansible-playbook) itself. ansible-core's own handlers pass SIGINT and SIGTERM on
     to the workers, which kill the running module (a release checked out but never restarted, a step cut in
     half) and then the controller stops (SIGINT) or dies (SIGTERM) without the C(rescue) and C(always)
-    sections. This strategy replaces them: the first SIGINT or SIGTERM only asks for the cancel above (the
+    sections. This strategy replaces them. The first SIGINT or SIGTERM only asks for the cancel above (the
     running step finishes, the next task of a main section fails saying which signal stopped the run); a
     second one is handled as ansible-core handles it (the workers are told, the run stops at once). A worker
     forked before it left the controller's process group (it calls setsid) gets a signal sent to the group
