@@ -296,78 +296,117 @@ def test_two_rollbacks_at_once_exactly_one_runs(baseline, case):
     reset_lab(lab)
 
 
-def _interrupted(lab, sig: int) -> tuple[dict, subprocess.Popen]:
-    """A high rollback interrupted by `sig` once the code has been switched (the middle of the rollback)."""
+def _interrupted(lab, sigs: tuple[int, ...]) -> tuple[dict, subprocess.Popen]:
+    """A high rollback interrupted by `sigs` (0.3 s apart) once the code has been switched (the middle of the
+    rollback)."""
     run = lab.popen("rollback.yml", *HIGH)
     try:
         assert wait_for(lambda: LOCK_FILE.exists() and _tag(LAYOUT.app_dir) != "v1.1.0" or run.poll() is not None,
                         timeout=300), "the code was never switched"
         assert run.poll() is None, "the run ended before it could be interrupted"
         held = json.loads(LOCK_FILE.read_text())
-        kill_group(run, sig)
+        for i, sig in enumerate(sigs):
+            if i:
+                time.sleep(0.3)
+            kill_group(run, sig)
         lab.finish(run, timeout=120)
     finally:
         kill_group(run)
     return held, run
 
 
-_INTERRUPT_BUG = pytest.mark.xfail(strict=True, reason=(
-    "bug: interrupted after the code switch (backend v1.0.0, database still a1b2c3d4e5f6, lock left), the plain "
-    "re-run is refused while planning ('no known-good release ... runs at revision fb3228f45466', before any word on "
-    "the lock), and the re-run with stable_release=v1.0.0 and takeover downgrades with the kept scripts but fails "
-    "validation (/api/assistants 100% errors, backend log errors) and is rescued; the SIGKILL drill passes"))
-
-
-@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=_INTERRUPT_BUG),
-                                 pytest.param(signal.SIGTERM, marks=_INTERRUPT_BUG)], ids=["SIGKILL", "SIGINT", "SIGTERM"])
-def test_an_interrupted_run_is_reported_and_recovered(baseline, case, sig):
-    """SIGKILL leaves the lock to a dead holder; SIGINT/SIGTERM may release it. Either way: a new run says who held
-    it, how long and that the holder is gone, takes it over only when asked, completes the rollback, and its
-    report records both runs. No row lost."""
+@pytest.mark.parametrize("sigs", [(signal.SIGKILL,), (signal.SIGINT,), (signal.SIGTERM,), (signal.SIGTERM, signal.SIGTERM)],
+                         ids=["SIGKILL", "SIGINT", "SIGTERM", "SIGTERM-twice"])
+def test_an_interrupted_run_is_reported_and_recovered(baseline, case, sigs):
+    """SIGKILL (and a second SIGTERM, which ansible-core passes on to the running step) leaves the lock to a dead
+    holder and the rollback half done; a first SIGINT/SIGTERM stops at the next safe point (the rescue puts back,
+    the report is written, the lock released). Either way: a new run is never refused while planning, says who
+    held the lock, how long and that the holder is gone, takes it over only when asked, completes the rollback
+    (resuming a half-done one with the release it switched to), and its report records both runs. No row lost."""
     lab = baseline
-    name = signal.Signals(sig).name
+    name = " then ".join(signal.Signals(sig).name for sig in sigs)
     case.begin("fault", f"control process {name} mid-run, then re-run",
                f"high rollback; {name} to ansible-playbook's process group after the code switch; re-run; re-run "
                "with takeover_stale_lock=true",
-               "the lock is reported (owner, age, holder gone) and taken over only when asked; the re-run completes; "
-               "no row lost")
-    held, run = _interrupted(lab, sig)
+               "a first SIGINT/SIGTERM stops at the next safe point (rescue, report, lock release); otherwise the lock "
+               "is reported (owner, age, holder gone) and taken over only when asked; the re-run completes, without "
+               "-e stable_release; no row lost")
+    held, run = _interrupted(lab, sigs)
     time.sleep(0.5)
+    out = flat(run.log.read_text(errors="replace"))
     notes = [f"exit {run.returncode}", f"then backend {_tag(LAYOUT.app_dir)}, database at "
              f"{psql('select version_num from alembic_version')}"]
-    # the plain re-run, as an operator types it first: its refusal is recorded (when the interrupted run had
-    # already switched the code without recording it, planning asks for -e stable_release before the lock)
+    if sigs[0] != signal.SIGKILL and len(sigs) == 1:  # a safe-point stop: the running step finished, then rescue
+        assert f"Cancelled by {name} to ansible-playbook before this step started" in out, out[-3000:]
+        assert not LOCK_FILE.exists(), "the lock was not released"
+        report = _report(lab)
+        assert "**Outcome:** FAILED" in report and f"Cancelled by {name}" in report, report[-3000:]
+        notes.append("stopped at the next safe point, rescued, report written, lock released")
+    # the plain re-run, as an operator types it first: never refused while planning (the running release may be the
+    # target of the half-done run); only a lock left by a dead holder stops it
     plain = lab.playbook("rollback.yml", *HIGH)
     plain_out = flat(plain.stdout + plain.stderr)
-    assert plain.returncode != 0 or not LOCK_FILE.exists(), plain_out[-3000:]
-    if plain.returncode != 0:
-        notes.append("plain re-run refused: " + _error(plain_out))
-    again = (*HIGH, "-e", "stable_release=v1.0.0")
     if plain.returncode == 0:
         resumed = plain
-    elif LOCK_FILE.exists():
-        assert json.loads(LOCK_FILE.read_text()) == held
-        refused = lab.playbook("rollback.yml", *again)
-        out = flat(refused.stdout + refused.stderr)
-        assert refused.returncode != 0
-        assert f"held by lead (run {held['run_id']}, level high) since {held['acquired_at']} (held for " in out, \
-            out[-3000:]
-        assert f"holder PID {held['pid']} on {held['host']} is gone" in out
-        assert "set takeover_stale=true to take it over" in out
-        notes.append("lock left; re-run with -e stable_release=v1.0.0 refused: " + _error(out))
-        resumed = lab.playbook("rollback.yml", *again, "-e", "takeover_stale_lock=true")
     else:
-        notes.append("lock released by the interrupted run")
-        resumed = lab.playbook("rollback.yml", *again)
-    assert resumed.returncode == 0, (notes, _error(flat(resumed.stdout + resumed.stderr)))
+        assert "Failed to acquire rollback lock" in _error(plain_out), _error(plain_out)  # not a planning refusal
+        assert LOCK_FILE.exists(), _error(plain_out)
+        assert json.loads(LOCK_FILE.read_text()) == held
+        assert f"held by lead (run {held['run_id']}, level high) since {held['acquired_at']} (held for " in plain_out, \
+            plain_out[-3000:]
+        assert f"holder PID {held['pid']} on {held['host']} is gone" in plain_out
+        assert "set takeover_stale=true to take it over" in plain_out
+        notes.append("lock left; plain re-run refused: " + _error(plain_out))
+        resumed = lab.playbook("rollback.yml", *HIGH, "-e", "takeover_stale_lock=true")
+    resumed_out = flat(resumed.stdout + resumed.stderr)
+    assert resumed.returncode == 0, (notes, _error(resumed_out))
     assert _consistent() == ("v1.0.0", "fb3228f45466")
     report = _report(lab)
     assert "**Outcome:** SUCCESS" in report
     if any("lock left" in n for n in notes):
         assert f"Took over the lock of run {held['run_id']}" in report and "is gone" in report
         assert f"Earlier run {held['run_id']} (level high, lead) took the lock" in report
+    if "Resuming:" in resumed_out:
+        notes.append("the re-run resumed the half-done rollback")
     notes.append("the re-run completed (SUCCESS)")
     case.finish("; ".join(notes), refused_before_change=False, **HIGH_CHANGES)
+    reset_lab(lab)
+
+
+def test_a_switch_cut_in_half_is_finished_by_the_re_run(baseline, case):
+    """The state a run leaves when it dies inside the code switch (the host lost power, the module was killed):
+    the older release checked out, the running process still the newer code, nothing recorded in the release
+    history, the newer release's migration scripts kept aside. The plain re-run plans without -e stable_release,
+    says it resumes, restarts the checked-out release before the downgrade and validates clean."""
+    lab = baseline
+    case.begin("fault", "code switch cut in half, then re-run",
+               "v1.0.0 checked out on the backend while the v1.1.0 process keeps serving (no restart, nothing in the "
+               "release history), v1.1.0's scripts kept aside; then the plain high rollback",
+               "the re-run reports the half-done switch, finishes it (restart, record), downgrades with the kept "
+               "scripts and validates clean; no row lost")
+    app, kept = LAYOUT.app_dir, LAB_ROOT / "backend" / "migrations"
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(app), *args], check=True, capture_output=True, text=True).stdout.strip()
+    history_before = json.loads((LAB_ROOT / "backend" / "release_history.json").read_text())
+    git("worktree", "prune")
+    if kept.exists():
+        git("worktree", "remove", "--force", str(kept))
+    git("worktree", "add", "--force", "--detach", str(kept), git("rev-parse", "v1.1.0^{commit}"))
+    git("checkout", "--force", "--quiet", "v1.0.0")
+    proc = lab.playbook("rollback.yml", *HIGH)
+    out = flat(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, _error(out)
+    assert "Resuming: v1.0.0 is already checked out" in out, out[-3000:]
+    assert "finish the switch to v1.0.0 an earlier run left unfinished" in out, out[-3000:]
+    assert _consistent() == ("v1.0.0", "fb3228f45466")
+    history = json.loads((LAB_ROOT / "backend" / "release_history.json").read_text())
+    assert len(history) == len(history_before) + 1
+    assert history[-1]["tag"] == "v1.0.0" and history[-1]["result"] == "rollback"
+    assert history[-1]["rolled_back_from"] == "v1.1.0", history[-1]
+    assert "**Outcome:** SUCCESS" in _report(lab)
+    case.finish("exit 0; the plan said it resumes; the switch was finished (restart, recorded as a rollback from "
+                "v1.1.0); downgraded with the kept scripts; report SUCCESS", refused_before_change=False, **HIGH_CHANGES)
     reset_lab(lab)
 
 

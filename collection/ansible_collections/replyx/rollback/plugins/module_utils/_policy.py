@@ -421,11 +421,17 @@ def release_head(history, tag):
     return good[-1]["alembic_revision"] if good else ""
 
 
-def release_for_revision(history, current, revision):
+def release_for_revision(history, current, revision, resuming=False):
     """The newest known-good release recorded at an alembic revision (the running release counts only when it
-    is itself the result of a rollback), or ''."""
+    is itself the result of a rollback), or ''.
+
+    resuming: an earlier run switched the code and stopped before the downgrade (the running release does not
+    know the database's revision). The running release is then the earlier run's target when the history
+    records it at the revision (and never as rolled back from): the re-run finishes that rollback."""
     history = list(history or [])
     exclude = _bad_tags(history)
+    if resuming and current and current not in exclude and release_head(history, current) == revision:
+        return current
     if not _newest_is_rollback_onto(history, current):
         exclude = exclude + [current]
     good = [h for h in history if h.get("result") in HISTORY_GOOD and "alembic_revision" in h
@@ -752,7 +758,8 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
             be_target = stable
         elif action == "migration":
             revision = mig.get("target", "")
-            answers = [release_for_revision(h["history"], h["release"], revision) for h in backend]
+            resuming = mig.get("scripts") == "kept"
+            answers = [release_for_revision(h["history"], h["release"], revision, resuming) for h in backend]
             be_target = _group_answer("backend", backend, answers, "Pass -e stable_release=<tag>.")
             if not be_target and execute:
                 if len(backend) == 1:
@@ -1056,6 +1063,9 @@ def render_plan_text(plan, check_mode):
             lines.append("Resuming: the running release %s does not know revision %s (an earlier run switched the "
                          "code and stopped); the downgrade uses the migration scripts that run kept aside" % (
                              plan["backend_release_before"], plan["revision_before"]))
+            if plan["backend_release_before"] and plan["backend_release_target"] == plan["backend_release_before"]:
+                lines.append("Resuming: %s is already checked out; its switch is finished (restarted and recorded "
+                             "unless the history shows it done) before the downgrade" % plan["backend_release_before"])
     elif plan.get("schema_check", {}).get("note"):
         lines.append("Schema: %s" % plan["schema_check"]["note"])
     elif plan.get("revision_before"):

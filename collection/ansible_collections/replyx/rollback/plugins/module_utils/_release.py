@@ -186,6 +186,24 @@ def _keep_tree(git, params, head, steps, check_mode):
     return dict(path=path, commit=head, changed=True)
 
 
+def unfinished_switch(history, commit, release):
+    """The working tree is at commit (tag release), but the release history does not say the switch to it
+    finished: its newest entry is another commit or tag, or a failed switch. Returns that entry's tag and commit
+    (the code that ran last), or None when the newest entry records this commit (or the history is empty, so there
+    is nothing to compare with)."""
+    entries = [e for e in history or [] if isinstance(e, dict)]
+    if not entries:
+        return None
+    newest = entries[-1]
+    same = newest.get("commit") == commit if newest.get("commit") else newest.get("tag") == release
+    if same and newest.get("result") != "failed":
+        return None
+    ran = [e for e in entries if e.get("result") != "failed"]
+    last = ran[-1] if ran else newest
+    return dict(tag=str(last.get("tag") or ""), commit=str(last.get("commit") or ""),
+                newest_result=str(newest.get("result") or ""))
+
+
 def _service_params(params):
     """The app_service options of the service (same names and defaults), state restarted."""
     spec = _service.argument_spec()
@@ -236,7 +254,9 @@ def run(module):
         return result
 
     service = _service_params(params)
-    if before["commit"] == commit and before["release"] == params["release"]:
+    unfinished = unfinished_switch(before["history"], commit, params["release"]) \
+        if before["commit"] == commit and before["release"] == params["release"] and params["history"] else None
+    if before["commit"] == commit and before["release"] == params["release"] and not unfinished:
         # Already there: make sure it runs (a start when stopped), record nothing.
         service["state"] = "started"
         if not module.check_mode:
@@ -245,6 +265,17 @@ def run(module):
             result["changed"] = result["changed"] or svc["changed"]
         return result
 
+    previous = before["commit"]
+    if unfinished:
+        # Checked out by a switch that never finished (interrupted before its restart or its record): the
+        # process may still run the code the history says ran last, and its dependencies may be half installed.
+        # Finish the switch: dependencies against the recorded commit, restart, record.
+        result["unfinished_switch"] = unfinished
+        steps.append("finish the switch to %s an earlier run left unfinished (checked out, not recorded; the history's "
+                     "newest entry is %s)" % (params["release"], unfinished["tag"] or unfinished["commit"][:12] or "?"))
+        previous = unfinished["commit"]
+        deps_differ = git.differs(previous, commit, params["dependency_files"]) if previous else True
+        result["dependencies_differ"] = deps_differ
     steps.append("git checkout %s (%s)" % (params["release"], commit[:12]))
     if deps_differ and params["install_command"]:
         steps.append("install dependencies: %s" % " ".join(params["install_command"]))
@@ -255,9 +286,15 @@ def run(module):
         return result
 
     started = time.time()
-    entry = dict(app=params["app"], tag=params["release"], commit=commit, previous_commit=before["commit"],
+    entry = dict(app=params["app"], tag=params["release"], commit=commit, previous_commit=previous,
                  deployed_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z", result=params["history_result"])
     entry.update(params["history_extra"])
+    if unfinished and entry.get("rolled_back_from") == params["release"]:
+        # the caller named the checkout as the release it moves from; the release that ran is the recorded one
+        if unfinished["tag"] and unfinished["tag"] != params["release"]:
+            entry["rolled_back_from"] = unfinished["tag"]
+        else:
+            del entry["rolled_back_from"]
     try:
         git.run(["checkout", "--force", "--quiet", commit], "check out the release")
         if deps_differ and params["install_command"]:

@@ -210,6 +210,17 @@ service:
   returned: when the service was started or restarted
   type: dict
   sample: {old_pids: [4242], new_pids: [4250], waited_s: 1.3}
+unfinished_switch:
+  description:
+    - The working tree was already at O(release) but the release history does not record the switch to it (an
+      earlier switch was cut between its checkout and its restart or record; its newest entry is another commit, or
+      a failed switch). The switch is finished instead of only starting the service - dependencies compared with the
+      commit that ran last, restart, record - and C(rolled_back_from) in the entry names the release that ran last.
+    - C(tag) and C(commit) of the release that ran last (the newest entry that is not a failure), C(newest_result)
+      the result of the history's newest entry.
+  returned: when O(state) is V(running) and such a switch was found
+  type: dict
+  sample: {tag: v1.1.0, commit: 6f1c0a9e2b4d, newest_result: success}
 entry:
   description: The history entry recorded.
   returned: when the switch happened

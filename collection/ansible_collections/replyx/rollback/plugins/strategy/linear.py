@@ -24,6 +24,14 @@ description:
     block is replaced by a failure saying the run was cancelled; the running step finishes, tasks in
     C(rescue) and C(always) sections and handlers are never cancelled, so the rescue puts back what was
     touched and the C(always) section writes the report and releases the lock.
+  - The same on a signal to C(ansible-playbook) itself. ansible-core's own handlers pass SIGINT and SIGTERM on
+    to the workers, which kill the running module (a release checked out but never restarted, a step cut in
+    half) and then the controller stops (SIGINT) or dies (SIGTERM) without the C(rescue) and C(always)
+    sections. This strategy replaces them. The first SIGINT or SIGTERM only asks for the cancel above (the
+    running step finishes, the next task of a main section fails saying which signal stopped the run); a
+    second one is handled as ansible-core handles it (the workers are told, the run stops at once). A worker
+    forked before it left the controller's process group (it calls setsid) gets a signal sent to the group
+    too; it ignores the first one, as the controller decides.
   - ansible-core marks strategy plugins from outside ansible.builtin as deprecated; if a future version
     drops them, both behaviours must move into the playbooks.
 author:
@@ -33,12 +41,17 @@ version_added: 1.1.0
 
 import os
 import re
+import signal
+import threading
 from collections import deque
 
 from ansible.executor.play_iterator import IteratingStates
 from ansible.plugins.strategy.linear import StrategyModule as LinearStrategyModule
 
 CANCEL_MESSAGE = "Cancelled by the operator (Ctrl-C in replyx-rollback) before this step started"
+SIGNAL_MESSAGE = ("Cancelled by %s to ansible-playbook before this step started (the step before it finished; the "
+                  "rescue, the report and the lock release still run)")
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 ADDRESS = re.compile(r'remote host "([^"]+)"')
@@ -90,16 +103,79 @@ def in_recovery(state):
     return False
 
 
-def cancel_requested():
+class Interrupts:
+    """SIGINT/SIGTERM to the controller: the first one is a cancel at the next safe point (an in-process flag, read
+    with the cancel file), the second one goes to the handler that was there before (ansible-core's
+    TaskQueueManager: it signals the workers, then raises KeyboardInterrupt for SIGINT and dies of SIGTERM).
+
+    The flag outlives the play: every later play is cancelled too. A process forked from the controller (a worker
+    before its setsid) inherits the handler and ignores the signal, which the controller got as well; once
+    detached, the worker has ansible-core's own handlers, which the controller's second signal reaches."""
+
+    def __init__(self, say=None):
+        self.pid = None
+        self.received = None  # the name of the first signal
+        self.previous = {}
+        self.say = say or _say
+
+    def install(self):
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            return
+        self.pid = os.getpid()
+        for sig in SIGNALS:
+            current = signal.getsignal(sig)
+            if current != self.handle:  # pylint: disable=comparison-with-callable
+                self.previous[sig] = current
+                signal.signal(sig, self.handle)
+
+    def handle(self, signum, frame):
+        if os.getpid() != self.pid:
+            return  # a child still in the controller's process group (a worker before its setsid): the controller decides
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+            self.say("\n[%s] cancelling at the next safe point: the running step finishes, the next one fails, then "
+                     "the rescue, the report and the lock release run. Send the signal again to stop at once "
+                     "(the lock and the report may be left behind).\n" % self.received)
+            return
+        previous = self.previous.get(signum, signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+
+def _say(text):
+    # straight to the file descriptor: Display takes a lock the interrupted code may hold
+    try:
+        os.write(2, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+INTERRUPTS = Interrupts()
+
+
+def cancel_file_exists():
     flag = os.environ.get("REPLYX_CANCEL_FILE")
     return bool(flag) and os.path.exists(flag)
 
 
-def failing_copy(task):
+def cancel_requested(interrupts=None):
+    """The message of the failure that replaces the next task, or '' when no cancel was asked for."""
+    interrupts = INTERRUPTS if interrupts is None else interrupts
+    if interrupts.received:
+        return SIGNAL_MESSAGE % interrupts.received
+    if cancel_file_exists():
+        return CANCEL_MESSAGE
+    return ""
+
+
+def failing_copy(task, msg=CANCEL_MESSAGE):
     """The task, turned into a failure that says the run was cancelled (same uuid: results match it)."""
     new = task.copy()
     new.action = "ansible.builtin.fail"
-    new.args = {"msg": CANCEL_MESSAGE}
+    new.args = {"msg": msg}
     new._resolved_action = None  # pylint: disable=protected-access
     for attr, value in (("loop", None), ("loop_with", None), ("when", []), ("failed_when", []),
                         ("changed_when", []), ("until", []), ("ignore_errors", False), ("delegate_to", None),
@@ -116,14 +192,16 @@ class StrategyModule(LinearStrategyModule):
 
     def run(self, iterator, play_context):  # pylint: disable=arguments-differ
         self._replyx_iterator = iterator
+        INTERRUPTS.install()  # after the TaskQueueManager's own handlers, which become the second signal's
         return super().run(iterator, play_context)
 
     def _queue_task(self, host, task, task_vars, play_context):
-        if cancel_requested():
+        cancelled = cancel_requested()
+        if cancelled:
             iterator = self._replyx_iterator
             state = iterator.get_state_for_host(host.name) if iterator is not None else None
             if not in_recovery(state):
-                task = failing_copy(task)
+                task = failing_copy(task, cancelled)
         return super()._queue_task(host, task, task_vars, play_context)
 
     def _host_of(self, address):

@@ -159,6 +159,28 @@ def test_release_for_revision(history, current, revision, expected):
     assert pol.release_for_revision(history, current, revision) == expected
 
 
+# resuming: an earlier run switched the code (to a release recorded at the target revision) and stopped before the
+# downgrade; the running release then does not know the database's revision (the plan uses the kept scripts)
+RELEASE_FOR_REVISION_RESUMING = [
+    ("the running release recorded at the revision is the earlier run's target", BE_HIST, "v1.1.0", "fb3228f45466",
+     True, "v1.1.0"),
+    ("the same state, not resuming: the running release is the suspect", BE_HIST, "v1.1.0", "fb3228f45466", False, ""),
+    ("a running release recorded at another revision does not count", BE_HIST, "v1.2.0", "fb3228f45466", True,
+     "v1.1.0"),
+    ("a running release rolled back from does not count",
+     BE_HIST + [h("v1.0.0", "rollback", rev="66ea5c9e3d91", rolled_back_from="v1.1.0")], "v1.1.0", "fb3228f45466",
+     True, ""),
+    ("nothing recorded at the revision", BE_HIST, "v1.1.0", "nosuchrev", True, ""),
+    ("nothing running", BE_HIST, "", "fb3228f45466", True, "v1.1.0"),
+]
+
+
+@pytest.mark.parametrize("history, current, revision, resuming, expected",
+                         [c[1:] for c in RELEASE_FOR_REVISION_RESUMING], ids=[c[0] for c in RELEASE_FOR_REVISION_RESUMING])
+def test_release_for_revision_resuming(history, current, revision, resuming, expected):
+    assert pol.release_for_revision(history, current, revision, resuming) == expected
+
+
 # ---------------------------------------------------------------------------------------------- batches
 
 BATCHES = [
@@ -432,6 +454,10 @@ PLANS = [
      {"execute": False, "downgrade_scripts": "release"}),
     ("high, resumed after a killed run switched the code: the kept scripts", {"level": "high", "target": "widget_version"},
      state(migration=dict(MIG_DROP, scripts="kept")), False, {"downgrade_scripts": "kept"}),
+    ("high, resumed after a run stopped between its code switch and its downgrade: the running release, recorded at "
+     "the target revision, is the target (no stable_release needed)", {"level": "high", "target": "widget_version"},
+     state(be_release="v1.1.0", migration=dict(MIG_DROP, scripts="kept")), False,
+     {"downgrade_scripts": "kept", "backend_release_before": "v1.1.0", "backend_release_target": "v1.1.0"}),
     ("high, check mode with no release at the revision shows ?", {"level": "high", "target": "widget_version"},
      state(be_hist=[h("v1.2.0", rev="a1b2c3d4e5f6")], migration=MIG_DROP), True, {"backend_release_target": ""}),
     ("high, rolling batch 1 of 3", {"level": "high", "target": "widget_version", "rollback_batch": 1},
@@ -529,6 +555,10 @@ PLAN_TEXT = [
     ({"level": "high", "target": "widget_version"}, state(migration=dict(MIG_DROP, scripts="kept")), True,
      ["Resuming: the running release v1.2.0 does not know revision a1b2c3d4e5f6 (an earlier run switched the code "
       "and stopped); the downgrade uses the migration scripts that run kept aside"]),
+    ({"level": "high", "target": "widget_version"}, state(be_release="v1.1.0", migration=dict(MIG_DROP, scripts="kept")),
+     False, ["Backend release: v1.1.0 -> v1.1.0;",
+             "Resuming: v1.1.0 is already checked out; its switch is finished (restarted and recorded unless the "
+             "history shows it done) before the downgrade"]),
 ]
 
 
@@ -566,6 +596,9 @@ PLAN_REFUSALS = [
      "Failed to plan the rollback: no known-good release in the backend release history runs at revision fb3228f45466, "
      "so the code to go with it is unknown. Pass -e stable_release=<tag>. History: v1.0.0@66ea5c9e3d91 (success), "
      "v1.2.0@? (success)."),
+    # the running release at the target revision is the target only when resuming (the kept scripts)
+    ({"level": "high", "target": "widget_version"}, state(be_release="v1.1.0", migration=MIG_DROP), False,
+     "no known-good release in the backend release history runs at revision fb3228f45466"),
     ({"level": "low", "target": "widget_version", "window": "now"}, state(be_hist=[], migration=MIG_DROP), False,
      "no known-good release in the backend release history runs at revision fb3228f45466"),
     ({"level": "critical"}, state(be_hist=[], wk_hist=[]), False,

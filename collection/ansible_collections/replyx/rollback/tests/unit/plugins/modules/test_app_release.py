@@ -165,6 +165,44 @@ def test_running_switches_restarts_and_records(monkeypatch, capsys, tmp_path, ap
     assert again["changed"] is False and len(json.loads(history.read_text())) == 1
 
 
+def test_a_switch_left_unfinished_is_finished_restarted_and_recorded(monkeypatch, capsys, tmp_path, app, stop_service):
+    """A run interrupted between the checkout and the restart (or the record) leaves the tree at the target while
+    the process still runs the release the history names last: 'already there' would keep that process."""
+    history = tmp_path / "history.json"
+    v2 = git(app, "rev-parse", "HEAD")
+    history.write_text(json.dumps([{"tag": "v1", "commit": git(app, "rev-parse", "v1^{commit}"), "result": "success"},
+                                   {"tag": "v2", "commit": v2, "result": "success"}]))
+    git(app, "checkout", "-q", "v1")  # the interrupted run's checkout; no restart, no record
+    params = dict(app="backend", app_dir=str(app), release="v1", history=str(history), history_result="rollback",
+                  history_extra={"rolled_back_from": "v1", "run_id": "r2"}, dependency_files=["requirements.txt"],
+                  service=service(tmp_path))
+    result = run_module(monkeypatch, capsys, tmp_path, **params)
+    assert result["_rc"] == 0, result
+    assert result["unfinished_switch"] == {"tag": "v2", "commit": v2, "newest_result": "success"}
+    assert result["steps"][0].startswith("finish the switch to v1 an earlier run left unfinished")
+    assert result["changed"] is True and result["service"]["new_pids"]
+    entries = json.loads(history.read_text())
+    assert entries[-1]["tag"] == "v1" and entries[-1]["result"] == "rollback" and entries[-1]["previous_commit"] == v2
+    assert entries[-1]["rolled_back_from"] == "v2"  # the release that ran, not the checkout the caller saw
+    again = run_module(monkeypatch, capsys, tmp_path, **params)  # now recorded: already there
+    assert again["changed"] is False and "unfinished_switch" not in again and len(json.loads(history.read_text())) == 3
+
+
+@pytest.mark.parametrize("history, commit, release, expected", [
+    ([], "c1", "v1", None),
+    ([{"tag": "v1", "commit": "c1", "result": "success"}], "c1", "v1", None),
+    ([{"tag": "v1", "result": "deploy"}], "c1", "v1", None),  # no commit recorded: the tag decides
+    ([{"tag": "v1", "commit": "c1", "result": "rollback"}, {"tag": "v2", "commit": "c2", "result": "success"}],
+     "c1", "v1", {"tag": "v2", "commit": "c2", "newest_result": "success"}),
+    ([{"tag": "v2", "commit": "c2", "result": "success"}, {"tag": "v1", "commit": "c1", "result": "failed"}],
+     "c1", "v1", {"tag": "v2", "commit": "c2", "newest_result": "failed"}),
+    ([{"tag": "v2", "result": "success"}], "c1", "v1", {"tag": "v2", "commit": "", "newest_result": "success"}),
+], ids=["empty history", "recorded", "recorded by tag", "another release ran last", "the switch failed",
+        "no commits recorded"])
+def test_unfinished_switch(history, commit, release, expected):
+    assert _release.unfinished_switch(history, commit, release) == expected
+
+
 def test_a_failed_dependency_install_is_recorded_as_failed(monkeypatch, capsys, tmp_path, app, stop_service):
     history = tmp_path / "history.json"
     result = run_module(monkeypatch, capsys, tmp_path, app="backend", app_dir=str(app), release="v3",
