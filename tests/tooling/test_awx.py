@@ -242,7 +242,17 @@ def test_under_awx_the_approval_nodes_count_where_typed_approvals_are_refused(la
     assert typed.returncode != 0 and "unsigned approvals (-e approvals=... or approved_by) are not accepted" in typed.stdout
     forged = labutil.playbook("rollback.yml", *inventory, "-e", "level=critical", "-e", "approvals=alice:executive:INC-9",
                               "-e", '{"awx_approvals_users": ["alice"]}', "--check", REPLYX_ARTIFACTS_DIR=tmp_path)
-    assert forged.returncode != 0 and "awx_approvals_users given as extra vars" in forged.stdout
+    assert forged.returncode != 0
+    assert "awx_approvals_users, approvals given as extra vars" in " ".join(forged.stdout.split()), forged.stdout[-3000:]
+    # outside AWX (no awx_job_id) with a workflow id: the read-back runs, but typed approvals do not ride on it
+    controller = _Controller([("Team lead approves the rollback [team_lead]", "alice", "successful")])
+    try:
+        riding = _approvals_play(controller, "awx_workflow_job_id=42", "level=critical", "approvals=me:executive:X",
+                                 check=True, playbook="awx_rollback.yml", REPLYX_ARTIFACTS_DIR=tmp_path,
+                                 inventory=inventory)
+    finally:
+        controller.close()
+    assert riding.returncode != 0 and "approvals given as extra vars" in riding.stdout, riding.stdout[-3000:]
 
 
 def test_approval_nodes_name_a_policy_role_and_data_changing_steps_have_failure_paths():

@@ -332,3 +332,48 @@ def test_allowed_signers_lines_are_read_for_keys_listed_twice(keys):
     listed = sig.allowed_signers_principals(text)
     fp = dict((who, sig.fingerprint_of(base64.b64decode(keys[who][1].split()[1]))) for who in ("alice", "bob"))
     assert listed == {fp["alice"]: ["alice@replyx", "carol@replyx"], fp["bob"]: ["bob@replyx", "robert@replyx"]}
+
+
+# --------------------------------------------------------------------- the action plugin and the extra vars
+
+EXTRA_VARS_CASES = [
+    ("typed approvals allowed by an extra var", ("rollback_allow_unsigned_approvals=true",), {},
+     "rollback_allow_unsigned_approvals given as extra vars; who may approve is inventory data"),
+    ("allowed signers and roles from the command line",
+     ("rollback_allowed_signers=/tmp/mine", "rollback_signer_roles=x"), {},
+     "rollback_allowed_signers, rollback_signer_roles given as extra vars"),
+    ("typed approvals passed off as the AWX workflow's", ("approvals=me:executive:X",), {"from_controller": True},
+     "approvals given as extra vars; the approvals of this run are the AWX workflow's"),
+    ("typed approvals outside AWX are only the inventory's business", ("approvals=me:executive:X",),
+     {"allow_unsigned": True}, None),
+]
+
+
+@pytest.mark.parametrize("case, extra_vars, approval, message", EXTRA_VARS_CASES, ids=[c[0] for c in EXTRA_VARS_CASES])
+def test_the_action_refuses_trust_settings_given_as_extra_vars(monkeypatch, case, extra_vars, approval, message):
+    from unittest.mock import MagicMock
+
+    from ansible import context
+    from ansible.module_utils.common.collections import ImmutableDict
+    from ansible.playbook.play_context import PlayContext
+
+    from ansible_collections.replyx.rollback.plugins.action.rollback_plan import ActionModule
+
+    from ansible.utils import vars as ansible_vars
+
+    monkeypatch.setattr(context, "CLIARGS", ImmutableDict({"extra_vars": extra_vars}))
+    # ansible-core keeps the parsed command line on the function: parse this test's, put the old one back after
+    monkeypatch.setattr(ansible_vars.load_extra_vars, "extra_vars", None, raising=False)
+    task = MagicMock()
+    task.args = {"stage": "request", "request": {"level": "critical", "approvals": "me:executive:X"},
+                 "policy": _policy_arg(), "approval": approval}
+    task.async_val = 0
+    task.check_mode = False
+    task.action = "replyx.rollback.rollback_plan"
+    result = ActionModule(task=task, connection=MagicMock(), play_context=PlayContext(), loader=None,
+                          templar=None).run(task_vars={})
+    assert result["changed"] is False
+    if message is None:
+        assert not result.get("failed"), result
+    else:
+        assert result["failed"] and message in result["msg"], (case, result)
