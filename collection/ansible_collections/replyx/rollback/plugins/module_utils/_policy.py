@@ -1194,6 +1194,13 @@ def run_stage(args, check_mode=False, default_run_id=None, verify_signatures=Non
             raise PolicyError("signed approvals need the controller's ssh-keygen (verify_signatures)", verb="plan")
         signed = verify_signatures(request["approval_signatures"], plan["digest"], approval,
                                    list(policy["role_rank"]), _text(args["request"].get("ticket")).strip())
+        for approval in signed:
+            # the principal and the ticket go into the lock, the report and the webhook, as a typed name would
+            if not _APPROVER_NAME.match(approval["name"]) or not _TICKET.match(approval["ticket"]):
+                raise PolicyError(
+                    "signed approval %s: a principal is letters, digits, spaces and . _ @ + ' - (at most 64), a ticket "
+                    "letters, digits and . _ : / # - (got principal %r, ticket %r)"
+                    % (approval["signature"], approval["name"], approval["ticket"]))
         names = set(a["name"] for a in signed)
         approvals = signed + [a for a in approvals if a["name"] not in names]
     check_approvals(plan, approvals, policy, how=_approval_hint(approval))

@@ -284,6 +284,8 @@ PLAN_CASES = [
     ("approvals read back from AWX", {"approvals": "lead:team_lead:AWX-5,dba:executive:AWX-5"}, [], False, False, True,
      None, ["lead", "dba"]),
     ("check mode needs no approval", {}, [], True, False, False, None, []),
+    ("a ticket with a newline on signed approvals", {"ticket": "INC-7\nrm -rf /"}, ["alice", "bob"], False, False,
+     False, "a ticket letters, digits and . _ : / # - (got principal 'alice@replyx', ticket 'INC-7\\nrm -rf /')", None),
     ("check mode still refuses a signature over another plan", {}, ["mallory"], True, False, False,
      "(an unknown key)", None),
 ]
@@ -292,7 +294,7 @@ PLAN_CASES = [
 @pytest.mark.parametrize("case, extra, signers, check, unsigned, awx, problem, approvers", PLAN_CASES,
                          ids=[c[0] for c in PLAN_CASES])
 def test_plan_stage_with_signed_approvals(keys, case, extra, signers, check, unsigned, awx, problem, approvers):
-    request = dict(HIGH, ticket="INC-7", **extra)
+    request = dict(dict(HIGH, ticket="INC-7"), **extra)
     digest = digest_of(request)
     if signers:
         request["approval_signatures"] = [sign(keys, who, digest=digest) for who in signers]
