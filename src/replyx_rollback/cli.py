@@ -6,6 +6,8 @@
   replyx-rollback restore --backup <manifest> [--mode tables --tables users,dialogs] --approval ... --approval ...
   replyx-rollback pitr --target-time '2026-11-24 05:40:00+00' --approval ... --approval ...
   replyx-rollback triage | validate | preflight | backup | lab-status
+  replyx-rollback approve --digest <plan digest> --key ~/.ssh/id_ed25519 -o alice.sig   # an approver signs the plan
+  replyx-rollback run high --target widget_version --signature alice.sig --signature bob.sig
 
 Exit codes: 0 success, 1 failed (not put back: escalate), 2 usage error, 3 refused before any change,
 4 hosts unreachable, 5 rollback failed and rescued, 6 validation failed, 130 cancelled (Ctrl-C).
@@ -15,7 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 
 from replyx_rollback import __version__
 from replyx_rollback.runner import EXIT_CODES, EXIT_USAGE, PROJECT_ENV, UsageError, run_playbook
@@ -33,6 +40,29 @@ def _approval(text: str) -> str:
     if len(parts) < 2 or not parts[0] or not parts[1]:
         raise argparse.ArgumentTypeError(f"approval {text!r} must be name:role[:ticket]")
     return text
+
+
+# The namespace of an approval's signature (ssh-keygen -Y sign -n): the plan checks it (module_utils/_signatures.py).
+SIGNATURE_NAMESPACE = "replyx-rollback"
+
+
+def _digest(text: str) -> str:
+    value = text.strip().lower()
+    if value.startswith("sha256:"):
+        value = value[len("sha256:"):]
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise argparse.ArgumentTypeError(
+            f"digest {text!r} must be the 64 hex digits the plan prints after 'Plan digest:' "
+            "(replyx-rollback plan ... or --check shows it)")
+    return value
+
+
+def _signature_file(text: str) -> str:
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.path.exists(path):
+        raise argparse.ArgumentTypeError(f"signature {text!r} not found (a .sig file from replyx-rollback approve, "
+                                         "or a directory of them)")
+    return path
 
 
 def _extra_var(text: str) -> dict:
@@ -85,9 +115,17 @@ def _common(p: argparse.ArgumentParser, sub: bool = True) -> None:
     p.add_argument("-v", "--verbose", action="count", default=dflt(0))
 
 
+def _signatures(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--signature", action="append", type=_signature_file, default=[], metavar="FILE.sig",
+                   help="a signed approval of the plan's digest (replyx-rollback approve; repeat for two; a "
+                   "directory stands for its .sig files)")
+    s.add_argument("--ticket", help="the incident the signed approvals are for (recorded with them)")
+
+
 def _approvals(s: argparse.ArgumentParser) -> None:
     s.add_argument("--approval", action="append", type=_approval, default=[], metavar="NAME:ROLE[:TICKET]",
-                   help="an approver (repeat for two)")
+                   help="an approver, typed (repeat for two; only where the inventory allows unsigned approvals)")
+    _signatures(s)
     s.add_argument("--check", action="store_true", help="the plan only, nothing changes")
 
 
@@ -104,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("level", choices=LEVELS)
         s.add_argument("--target", help="migration target: a named target, a revision id, -1, base")
         s.add_argument("--component", choices=COMPONENTS)
-        s.add_argument("--approval", action="append", type=_approval, default=[], metavar="NAME:ROLE[:TICKET]")
+        s.add_argument("--approval", action="append", type=_approval, default=[], metavar="NAME:ROLE[:TICKET]",
+                       help="an approver, typed (only where the inventory allows unsigned approvals)")
+        _signatures(s)
         s.add_argument("--stable-release", help="code release to roll back to (default: last known good)")
         s.add_argument("--window", choices=["now"], help="execute a planned (low) rollback now")
         s.add_argument("--recovery", choices=RECOVERIES, help="critical only: also recover the database "
@@ -126,7 +166,63 @@ def build_parser() -> argparse.ArgumentParser:
     for name in PROCEDURES:
         s = sub.add_parser(name, help=f"run playbooks/{PROCEDURES[name]}")
         _common(s)
+    s = sub.add_parser("approve", help="sign a plan's digest with your SSH key: the approval the run takes",
+                       description="Sign the digest of a rollback plan (the 'Plan digest:' line of replyx-rollback "
+                       f"plan or --check) with ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE}, and write the signature "
+                       "file to give to the operator (replyx-rollback run ... --signature FILE). Needs no inventory "
+                       "and runs nothing else.")
+    s.add_argument("--digest", required=True, type=_digest, help="the plan's digest (64 hex digits)")
+    s.add_argument("--key", required=True, metavar="KEY",
+                   help="your SSH private key (or its .pub with the key in ssh-agent), e.g. ~/.ssh/id_ed25519")
+    s.add_argument("-o", "--output", metavar="FILE.sig",
+                   help="where to write the signature (default: approval-<first 12 digits of the digest>.sig here)")
+    s.add_argument("--allowed-signers", metavar="FILE",
+                   help="check the signature at once against this allowed_signers file (with --principal)")
+    s.add_argument("--principal", help="your name in allowed_signers (to check the signature at once)")
     return p
+
+
+def approve(args) -> int:
+    """replyx-rollback approve: ssh-keygen -Y sign over a file holding the digest (argv, no shell)."""
+    keygen = shutil.which("ssh-keygen")
+    if not keygen:
+        print("replyx-rollback: error: ssh-keygen not found (OpenSSH 8.2 or later signs approvals)", file=sys.stderr)
+        return EXIT_USAGE
+    key = os.path.expanduser(args.key)
+    if not os.path.exists(key):
+        print(f"replyx-rollback: error: key {args.key!r} not found", file=sys.stderr)
+        return EXIT_USAGE
+    output = os.path.abspath(args.output or f"approval-{args.digest[:12]}.sig")
+    if args.principal and not args.allowed_signers or args.allowed_signers and not args.principal:
+        print("replyx-rollback: error: --allowed-signers and --principal go together", file=sys.stderr)
+        return EXIT_USAGE
+    with tempfile.TemporaryDirectory(prefix="replyx-approve-") as tmp:
+        message = os.path.join(tmp, "plan.digest")
+        with open(message, "w", encoding="ascii") as fh:
+            fh.write(args.digest + "\n")
+        # a passphrase is asked on the terminal (not stderr); stderr only names the temporary files
+        proc = subprocess.run([keygen, "-Y", "sign", "-n", SIGNATURE_NAMESPACE, "-f", key, message],
+                              stderr=subprocess.PIPE, text=True, check=False)
+        if proc.returncode != 0 or not os.path.exists(message + ".sig"):
+            print(f"replyx-rollback: error: ssh-keygen -Y sign failed (exit {proc.returncode}: "
+                  f"{proc.stderr.strip() or 'no message'}); is {args.key} your private key (or its .pub with the key "
+                  "in ssh-agent)?", file=sys.stderr)
+            return 1
+        if args.allowed_signers:
+            with open(message, "rb") as fh:
+                check = subprocess.run([keygen, "-Y", "verify", "-f", os.path.expanduser(args.allowed_signers),
+                                        "-I", args.principal, "-n", SIGNATURE_NAMESPACE, "-s", message + ".sig"],
+                                       stdin=fh, capture_output=True, text=True, check=False)
+            if check.returncode != 0:
+                print(f"replyx-rollback: error: the signature does not verify for {args.principal} against "
+                      f"{args.allowed_signers}: {(check.stdout + check.stderr).strip()}", file=sys.stderr)
+                return 1
+            print((check.stdout + check.stderr).strip())
+        shutil.move(message + ".sig", output)
+    print(f"approval written: {output}")
+    print(f"it approves the plan with digest {args.digest} and nothing else; give it to the operator, who runs: "
+          f"replyx-rollback run ... --signature {os.path.basename(output)}")
+    return 0
 
 
 def _request(args) -> tuple[str, dict, bool]:
@@ -155,6 +251,10 @@ def _request(args) -> tuple[str, dict, bool]:
             extravars["takeover_stale_lock"] = True
     if args.approval:
         extravars["approvals"] = ",".join(args.approval)
+    if args.signature:
+        extravars["approval_signatures"] = list(args.signature)
+    if args.ticket:
+        extravars["ticket"] = args.ticket
     return playbook, extravars, check
 
 
@@ -178,6 +278,10 @@ def _summary(result) -> list[str]:
     lines.append(f"elapsed: {result.elapsed_s:.1f} s")
     if result.plan:
         lines.append(f"plan: {result.plan}")
+    digest = (result.plan_info or {}).get("digest")
+    if digest and not (result.plan_info or {}).get("execute"):
+        lines.append(f"plan digest: {digest} (each approver: replyx-rollback approve --digest {digest} --key <ssh key> "
+                     "-o <name>.sig)")
     if result.report:
         lines.append(f"incident report: {result.report}")
     if result.cancelled and not result.report:
@@ -205,6 +309,8 @@ def _check(parser: argparse.ArgumentParser, args) -> None:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "approve":
+        return approve(args)
     _check(parser, args)
     playbook, extravars, check = _request(args)
     for extra in args.extra_vars:

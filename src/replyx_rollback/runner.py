@@ -409,7 +409,7 @@ def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | 
                 plan = facts["rollback_plan"]
                 result.plan_steps = [s for s in plan.get("steps") or [] if isinstance(s, dict)]
                 result.plan_info = {k: plan.get(k) for k in ("run_id", "level", "rollback_type", "action", "execute",
-                                                            "revision_before", "revision_target",
+                                                            "digest", "revision_before", "revision_target",
                                                             "backend_release_before", "backend_release_target",
                                                             "workers_release_before", "workers_release_target")}
                 if not check:

@@ -158,9 +158,10 @@ class _Controller:
         self.server.shutdown()
 
 
-def _approvals_play(controller, *extra, playbook="awx_approvals.yml", check=False, **env):
+def _approvals_play(controller, *extra, playbook="awx_approvals.yml", check=False, inventory=(), **env):
     args = [a for kv in extra for a in ("-e", kv)] + (["--check"] if check else [])
-    return labutil.playbook(playbook, *args, CONTROLLER_HOST=controller.url, CONTROLLER_OAUTH_TOKEN="tok-123", **env)
+    return labutil.playbook(playbook, *inventory, *args, CONTROLLER_HOST=controller.url, CONTROLLER_OAUTH_TOKEN="tok-123",
+                            **env)
 
 
 def test_approvals_are_read_back_from_the_controller():
@@ -220,6 +221,41 @@ def test_the_rollback_under_awx_checks_the_approvals_read_back(lab, tmp_path):
         lead_only.close()
     assert refused.returncode != 0
     assert "needs approval by a executive" in refused.stdout and "Recorded approvals: alice." in refused.stdout
+
+
+@pytest.mark.lab
+def test_under_awx_the_approval_nodes_count_where_typed_approvals_are_refused(lab, tmp_path):
+    """A production-like inventory (typed approvals refused): the approvals read back from the workflow's nodes are
+    the controller's records, not typed, so the plan takes them; the same names typed are refused; and
+    awx_approvals_users given as an extra var (to pass typed approvals off as the controller's) is refused."""
+    prodlike = tmp_path / "production-like.yml"
+    prodlike.write_text(yaml.safe_dump({"all": {"hosts": {"postgres": {"rollback_allow_unsigned_approvals": False}}}}))
+    inventory = ("-i", "inventories/lab", "-i", str(prodlike))
+    controller = _Controller([("Team lead approves the rollback [team_lead]", "alice", "successful"),
+                              ("Second approver (data can be lost) [executive]", "bob", "successful")])
+    try:
+        ok = _approvals_play(controller, "awx_job_id=43", "awx_workflow_job_id=42", "level=critical", "ticket=INC-9",
+                             check=True, playbook="awx_rollback.yml", REPLYX_ARTIFACTS_DIR=tmp_path, inventory=inventory)
+    finally:
+        controller.close()
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-2000:]
+    assert "CHECK MODE: nothing will change" in ok.stdout and "Plan digest: " in ok.stdout
+    typed = labutil.playbook("rollback.yml", *inventory, "-e", "level=critical", "-e", "approvals=alice:executive:INC-9",
+                             "--check", REPLYX_ARTIFACTS_DIR=tmp_path)
+    assert typed.returncode != 0 and "unsigned approvals (-e approvals=... or approved_by) are not accepted" in typed.stdout
+    forged = labutil.playbook("rollback.yml", *inventory, "-e", "level=critical", "-e", "approvals=alice:executive:INC-9",
+                              "-e", '{"awx_approvals_users": ["alice"]}', "--check", REPLYX_ARTIFACTS_DIR=tmp_path)
+    assert forged.returncode != 0
+    assert "awx_approvals_users, approvals given as extra vars" in " ".join(forged.stdout.split()), forged.stdout[-3000:]
+    # outside AWX (no awx_job_id) with a workflow id: the read-back runs, but typed approvals do not ride on it
+    controller = _Controller([("Team lead approves the rollback [team_lead]", "alice", "successful")])
+    try:
+        riding = _approvals_play(controller, "awx_workflow_job_id=42", "level=critical", "approvals=me:executive:X",
+                                 check=True, playbook="awx_rollback.yml", REPLYX_ARTIFACTS_DIR=tmp_path,
+                                 inventory=inventory)
+    finally:
+        controller.close()
+    assert riding.returncode != 0 and "approvals given as extra vars" in riding.stdout, riding.stdout[-3000:]
 
 
 def test_approval_nodes_name_a_policy_role_and_data_changing_steps_have_failure_paths():

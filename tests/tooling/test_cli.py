@@ -214,6 +214,45 @@ def test_cli_rejects_bad_input_naming_the_choices(tmp_path):
     assert proc.returncode == 2 and "--mode tables needs --tables" in proc.stderr
 
 
+def test_cli_approve_signs_the_digest_for_the_run(tmp_path):
+    """replyx-rollback approve: ssh-keygen -Y sign -n replyx-rollback over the digest, checked at once when asked;
+    run/restore/pitr pass --signature files (absolute) and --ticket to the playbook."""
+    from replyx_rollback import cli  # noqa: PLC0415
+
+    key = tmp_path / "alice"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alice", "-f", str(key)], check=True)
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text('alice@replyx namespaces="replyx-rollback" '
+                       + " ".join(key.with_suffix(".pub").read_text().split()[:2]) + "\n")
+    digest = "ab" * 32
+    proc = _run("replyx-rollback", "approve", "--digest", "sha256:" + digest, "--key", str(key), "-o", "alice.sig",
+                "--allowed-signers", str(allowed), "--principal", "alice@replyx", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'Good "replyx-rollback" signature for alice@replyx' in proc.stdout
+    assert f"approval written: {tmp_path / 'alice.sig'}" in proc.stdout and "--signature alice.sig" in proc.stdout
+    # what the plan checks: the file verifies for the digest with or without a final newline
+    verify = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I", "alice@replyx", "-n",
+                             "replyx-rollback", "-s", str(tmp_path / "alice.sig")], input=digest + "\n",
+                            capture_output=True, text=True, check=False)
+    assert verify.returncode == 0, verify.stderr
+    wrong = _run("replyx-rollback", "approve", "--digest", digest, "--key", str(key), "-o", "bob.sig",
+                 "--allowed-signers", str(allowed), "--principal", "bob@replyx", cwd=tmp_path)
+    assert wrong.returncode == 1 and "does not verify for bob@replyx" in wrong.stderr
+    assert not (tmp_path / "bob.sig").exists()
+    short = _run("replyx-rollback", "approve", "--digest", "abc", "--key", str(key), cwd=tmp_path)
+    assert short.returncode == 2 and "must be the 64 hex digits the plan prints after 'Plan digest:'" in short.stderr
+    nokey = _run("replyx-rollback", "approve", "--digest", digest, "--key", str(tmp_path / "nope"), cwd=tmp_path)
+    assert nokey.returncode == 2 and "key" in nokey.stderr and "not found" in nokey.stderr
+
+    args = cli.build_parser().parse_args(["run", "critical", "--signature", str(tmp_path / "alice.sig"),
+                                          "--ticket", "INC-11"])
+    playbook, extravars, check = cli._request(args)
+    assert extravars["approval_signatures"] == [str(tmp_path / "alice.sig")] and extravars["ticket"] == "INC-11"
+    args = cli.build_parser().parse_args(["pitr", "--target-time", "2026-11-24 05:40:00+00", "--signature",
+                                          str(tmp_path)])
+    assert cli._request(args)[1]["approval_signatures"] == [str(tmp_path)]
+
+
 def test_exit_codes_are_distinct_and_documented():
     from replyx_rollback import runner  # noqa: PLC0415
 

@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
 import json
 import math
 import re
@@ -49,6 +50,16 @@ CONFIG_BACKUPS = {"config": ("backend", ".env.backup"), "worker_config": ("worke
 _TRUE = ("1", "true", "yes", "on", "y", "t")
 _FALSE = ("0", "false", "no", "off", "n", "f", "")
 _NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
+# What the plan will do, and nothing about when or by whom: the plan's digest (what approvers sign) is the
+# sha256 of these keys as canonical JSON, so --check and the executing run of one incident agree on it
+# (no run id, no execute/check flag, no text, no SQL preview: the steps name every revision it runs).
+DIGEST_KEYS = ("level", "action", "component", "recovery", "recovery_target_time", "recovery_backup", "restore_mode",
+               "restore_tables", "code_rollback", "rebuild_venv", "environment", "approval_role", "approvers_required",
+               "data_can_be_lost", "revision_before", "revision_target", "would_drop_data", "order",
+               "downgrade_scripts", "backend_release_before", "backend_release_target", "workers_release_before",
+               "workers_release_target", "backend_hosts", "workers_hosts", "backend_batches", "workers_batches",
+               "backup", "indexes_to_drop", "services_touched", "steps")
+DIGEST_VERSION = "replyx-rollback-plan/1"
 
 
 class PolicyError(Exception):
@@ -382,8 +393,21 @@ def parse_request(raw, policy):
     req["rollback_batch"] = parse_batch(raw.get("rollback_batch"))
     req["approvals"] = parse_approvals(raw.get("approvals"), raw.get("approved_by"), raw.get("approver_role"),
                                        raw.get("ticket"), roles=list(policy["role_rank"]))
+    req["approval_signatures"] = _signature_list(raw.get("approval_signatures"))
     req["target_revision"] = req["named_targets"].get(req["target"], req["target"])
     return req
+
+
+def _signature_list(value):
+    """approval_signatures: signature files (or directories of .sig files) as a list or comma-separated string."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    raise PolicyError("approval_signatures must be a list of signature files, a comma-separated string or a "
+                      "directory of .sig files (got %r)" % (value,))
 
 
 # ---------------------------------------------------------------------------------------------- history
@@ -998,13 +1022,25 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
         "restore_tables": list(req["restore_tables"]),
         "unknown_target": unknown_target,
     }
+    plan["digest"] = plan_digest(plan)
     plan["text"] = render_plan_text(plan, check_mode)
     return plan
 
 
-def check_approvals(plan, approvals, policy):
+def plan_digest(plan):
+    """sha256 (64 hex digits) of the canonical JSON of what the plan will do (``DIGEST_KEYS``): the value an
+    approver signs. Keys sorted, no whitespace, non-ASCII kept as UTF-8."""
+    content = {"format": DIGEST_VERSION}
+    for key in DIGEST_KEYS:
+        content[key] = plan.get(key)
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def check_approvals(plan, approvals, policy, how=""):
     """The level's approval role (or a higher one) and ``approvers_required`` distinct approvers, when the plan
-    executes. A plan that is only written or shown needs no approval."""
+    executes. A plan that is only written or shown needs no approval. ``how``: how to give approvals (the refusal
+    says it; default: the typed form)."""
     if not plan.get("execute"):
         return
     rank = policy["role_rank"]
@@ -1026,8 +1062,8 @@ def check_approvals(plan, approvals, policy):
     for a in approvals:
         if a.get("name") not in seen:
             seen.append(a.get("name"))
-    raise PolicyError(problem, 'Recorded approvals: %s. Give them with -e approvals="name:role:ticket,name:role:ticket".'
-                      % (", ".join(seen) or "none"))
+    raise PolicyError(problem, "Recorded approvals: %s. %s" % (
+        ", ".join(seen) or "none", how or 'Give them with -e approvals="name:role:ticket,name:role:ticket".'))
 
 
 def render_plan_text(plan, check_mode):
@@ -1077,6 +1113,9 @@ def render_plan_text(plan, check_mode):
     for i, step in enumerate(plan["steps"], 1):
         lines.append("  %d. %s on %s: %s" % (i, step["step"], step["host"], step["detail"]))
     lines.append("Services touched: %s" % (", ".join(plan["services_touched"]) or "none"))
+    if plan.get("digest"):
+        lines.append("Plan digest: %s (approvers sign it: replyx-rollback approve --digest %s --key <ssh key> -o <name>.sig)"
+                     % (plan["digest"], plan["digest"]))
     return "\n".join(lines) + "\n"
 
 
@@ -1093,16 +1132,50 @@ def argument_spec():
         policy=dict(type="dict", required=True),
         state=dict(type="dict", default={}),
         run_id=dict(type="str", default=""),
+        approval=dict(type="dict", default={}, options=dict(
+            allow_unsigned=dict(type="bool", default=False),
+            allowed_signers=dict(type="str", default=""),
+            signer_roles=dict(type="dict", default={}),
+            from_controller=dict(type="bool", default=False),
+        )),
     )
 
 
-def run_stage(args, check_mode=False, default_run_id=None):
+UNSIGNED_REFUSED = (
+    "unsigned approvals (-e approvals=... or approved_by) are not accepted in this inventory "
+    "(rollback_allow_unsigned_approvals is not true): anyone can type a name and a role")
+
+
+def typed_approvals_allowed(request, approval):
+    """Refuses typed approvals where the inventory does not allow them; approvals read back from the AWX
+    workflow's approval nodes (``approval.from_controller``) are records of the controller, not typed."""
+    approval = approval or {}
+    if request["approvals"] and not approval.get("allow_unsigned") and not approval.get("from_controller"):
+        return False
+    return True
+
+
+def _approval_hint(approval):
+    approval = approval or {}
+    if approval.get("allow_unsigned"):
+        return ('Give them with -e approvals="name:role:ticket,name:role:ticket", or signed: '
+                "-e approval_signatures=a.sig,b.sig (replyx-rollback approve --digest <plan digest> ...).")
+    return ("Give them signed: each approver runs replyx-rollback approve --digest <plan digest> --key <ssh key> -o "
+            "<name>.sig, and the run takes -e approval_signatures=a.sig,b.sig (replyx-rollback run ... --signature a.sig).")
+
+
+def run_stage(args, check_mode=False, default_run_id=None, verify_signatures=None):
     """What the action plugin returns for its (validated) arguments; raises PolicyError on a refusal.
 
-    ``default_run_id(level)`` names the run when ``run_id`` is empty (the action plugin passes the clock)."""
+    ``default_run_id(level)`` names the run when ``run_id`` is empty (the action plugin passes the clock).
+    ``verify_signatures(signatures, digest, approval, roles, ticket)`` returns the approvals the signature files give
+    (``_signatures.approvals_from_signatures``; the action plugin passes it): it reads files and runs ssh-keygen."""
     policy = load_policy(args["policy"])
     state = args.get("state") or {}
+    approval = args.get("approval") or {}
     request = parse_request(args["request"], policy)
+    if not typed_approvals_allowed(request, approval):
+        raise PolicyError(UNSIGNED_REFUSED, _approval_hint(approval))
     if args["stage"] == "request":
         return {"changed": False, "request": request}
     auto = state.get("auto")
@@ -1123,5 +1196,23 @@ def run_stage(args, check_mode=False, default_run_id=None):
     if not run_id and default_run_id is not None:
         run_id = default_run_id(request["effective_level"])
     plan = build_plan(request, policy, state, check_mode=check_mode, run_id=run_id)
-    check_approvals(plan, request["approvals"], policy)
-    return {"changed": False, "plan": plan, "request": request}
+    approvals = list(request["approvals"])
+    if request["approval_signatures"]:
+        # checked even when the plan only shows (--check): the operator learns before the window that a signature
+        # does not fit this plan
+        if verify_signatures is None:
+            raise PolicyError("signed approvals need the controller's ssh-keygen (verify_signatures)", verb="plan")
+        signed = verify_signatures(request["approval_signatures"], plan["digest"], approval,
+                                   list(policy["role_rank"]), _text(args["request"].get("ticket")).strip())
+        for approval in signed:
+            # the principal and the ticket go into the lock, the report and the webhook, as a typed name would
+            if not _APPROVER_NAME.match(approval["name"]) or not _TICKET.match(approval["ticket"]):
+                raise PolicyError(
+                    "signed approval %s: a principal is letters, digits, spaces and . _ @ + ' - (at most 64), a ticket "
+                    "letters, digits and . _ : / # - (got principal %r, ticket %r)"
+                    % (approval["signature"], approval["name"], approval["ticket"]))
+        names = set(a["name"] for a in signed)
+        approvals = signed + [a for a in approvals if a["name"] not in names]
+    check_approvals(plan, approvals, policy, how=_approval_hint(approval))
+    request = dict(request, approvals=approvals)
+    return {"changed": False, "plan": plan, "request": request, "approvals": approvals}

@@ -56,7 +56,10 @@ options:
         (a list or a comma-separated string), C(window), C(stable_release) (or C(stable_commit)), C(code_rollback),
         C(rebuild_venv), C(takeover_stale_lock), C(approvals), C(approved_by), C(approver_role), C(ticket),
         C(rollback_batch) - and C(named_targets), the application's named migration targets (name -> revision).
-      - C(approvals) is C(name:role:ticket,name:role:ticket) or a list of C({name, role, ticket}).
+      - C(approvals) is C(name:role:ticket,name:role:ticket) or a list of C({name, role, ticket}); these typed
+        approvals count only where O(approval.allow_unsigned) is true (or O(approval.from_controller)).
+      - C(approval_signatures) lists signature files (or directories of C(.sig) files), as a list or comma-separated -
+        each made with C(ssh-keygen -Y sign -n replyx-rollback) over the plan's digest (C(digest) of RV(plan)).
       - C(rollback_batch) is a number of hosts, a percentage such as C(50%), or empty for the default (half the
         backends, so that one keeps serving).
     type: dict
@@ -86,8 +89,42 @@ options:
       - Identifies the run in the plan. Default is C(<UTC time>-<level>).
     type: str
     default: ""
+  approval:
+    description:
+      - Who may approve, from the inventory. The action refuses when the inventory variables C(rollback_allow_unsigned_approvals),
+        C(rollback_allowed_signers), C(rollback_signer_roles) or C(awx_approvals_users) are given as extra vars.
+      - A signed approval is a signature over the C(digest) of RV(plan) in the namespace C(replyx-rollback) by a key of O(approval.allowed_signers);
+        its approver is the principal that file names for the key, its role the one O(approval.signer_roles) gives.
+      - Refused, before anything changes - a malformed signature file, another namespace, a key no principal has, a key listed
+        for several principals, a signature over another digest, a principal without a role, the same key or principal twice.
+    type: dict
+    default: {}
+    suboptions:
+      allow_unsigned:
+        description:
+          - Whether typed approvals (C(approvals), C(approved_by) in O(request)) count. The lab and drill inventories only.
+        type: bool
+        default: false
+      allowed_signers:
+        description:
+          - Path on the controller of the OpenSSH C(allowed_signers) file holding every approver's public key.
+        type: str
+        default: ""
+      signer_roles:
+        description:
+          - The role of each principal of O(approval.allowed_signers), principal -> role of the role rank.
+        type: dict
+        default: {}
+      from_controller:
+        description:
+          - The approvals in O(request) were read back from the approval nodes of the AWX workflow (C(playbooks/awx_approvals.yml)),
+            not typed. They count even where O(approval.allow_unsigned) is false.
+        type: bool
+        default: false
 notes:
   - The decisions are plain Python in the collection's C(module_utils/_policy.py), unit-tested without hosts.
+  - Signatures are checked with C(ssh-keygen -Y find-principals) and C(ssh-keygen -Y verify) on the controller (OpenSSH 8.2 or later),
+    in C(module_utils/_signatures.py).
 seealso:
   - module: replyx.rollback.alembic_downgrade
   - module: replyx.rollback.service_health
@@ -102,6 +139,7 @@ EXAMPLES = r"""
       target: "{{ target | default('') }}"
       component: "{{ component | default('') }}"
       approvals: "{{ approvals | default([]) }}"
+      approval_signatures: "{{ approval_signatures | default([]) }}"
       named_targets: "{{ rollback_named_targets | default({}) }}"
     policy:
       levels: "{{ rollback_policy_levels }}"
@@ -109,6 +147,9 @@ EXAMPLES = r"""
       auto_rules: "{{ rollback_policy_auto_rules }}"
       role_rank: "{{ rollback_policy_role_rank }}"
       manual_indexes: "{{ rollback_policy_manual_indexes }}"
+    approval:
+      allowed_signers: /etc/replyx/rollback/allowed_signers
+      signer_roles: {alice@replyx.internal: team_lead, bob@replyx.internal: executive}
   register: checked
 
 - name: Compute the plan
@@ -166,11 +207,21 @@ plan:
     - "C(needs_backup), C(backup) (empty, C({scope: tables, tables}) or C({scope: full})), C(data_can_be_lost),
       C(services_touched), C(rebuild_venv), C(code_rollback)."
     - C(text) - the plan as text for the operator.
+    - C(digest) - sha256 (64 hex digits) of the canonical JSON of what the plan does (level, action, revisions, releases,
+      every host, batch and step; not the run id, the time or check mode) - what approvers sign.
   returned: O(stage=plan)
   type: dict
   sample: {level: high, action: migration, order: schema_first, execute: true, approvers_required: 2,
            backup: {scope: tables, tables: [assistants]},
            backend_batches: [[api1], [api2]], steps: [{step: triage, host: controller, detail: "snapshot: ..."}]}
+approvals:
+  description:
+    - The approvals the plan accepted, signed ones first - C({name, role, ticket}), and for a signature also C(key) (the
+      key's SHA256 fingerprint) and C(signature) (the file).
+  returned: O(stage=plan)
+  type: list
+  elements: dict
+  sample: [{name: alice@replyx.internal, role: team_lead, ticket: INC-7, key: "SHA256:3f0...", signature: /tmp/alice.sig}]
 msg:
   description: The refusal, naming the valid choices.
   returned: failure

@@ -900,7 +900,8 @@ ACTION_CASES = [
 
 @pytest.mark.parametrize("args, check_mode, ok", ACTION_CASES)
 def test_action_plugin(args, check_mode, ok):
-    args = dict(args, policy=_policy_arg())
+    # the lab's setting: typed approvals count (signed ones: test_signatures.py)
+    args = dict(args, policy=_policy_arg(), approval={"allow_unsigned": True})
     result = _action(args, check_mode)
     assert result["changed"] is False
     assert ok(result), result
