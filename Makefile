@@ -87,7 +87,7 @@ drills-setup:
 	@$(if $(filter systemd,$(DRILL_SCENARIOS)),bash molecule/systemd/setup.sh >/dev/null)
 
 drills: venv drills-setup
-	@status=0; for s in $(DRILL_SCENARIOS); do \
+	@mkdir -p build; status=0; for s in $(DRILL_SCENARIOS); do \
 	  echo "==> molecule test -s $$s"; $(VENV)/bin/molecule test -s $$s > build/drills-$$s.log 2>&1 || { status=1; \
 	    echo "scenario $$s FAILED (build/drills-$$s.log):"; sed 's/\x1b\[[0-9;]*m//g' build/drills-$$s.log | grep -E 'fatal|FAILED|failed requests|ERROR' | head -n 20; }; \
 	done; cat artifacts/drills.md 2>/dev/null; exit $$status
