@@ -56,7 +56,7 @@ def iptables_chains() -> dict[str, list[str]]:
     return out
 
 
-def containers(network: str | None = None) -> list[dict]:
+def containers() -> list[dict]:
     proc = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "json")
     return json.loads(proc.stdout or "[]")
 
