@@ -20,7 +20,8 @@ help:
 	@echo "make drill       lab up, deploy the bad release (the incident), run the rollback, show the report"
 	@echo "                 (make drill INVENTORY=inventories/lab-fleet: two backends, two workers hosts)"
 	@echo "                 (make drill FLEET=1: the fleet drill on separate SSH hosts behind HAProxy; stays up)"
-	@echo "make drills      the Molecule drills on real hosts (network namespaces, SSH, HAProxy): artifacts/drills.md"
+	@echo "make drills      the Molecule drills on real hosts (network namespaces, SSH, HAProxy; systemd in podman): artifacts/drills.md"
+	@echo "                 (every scenario of molecule/; make drills DRILL_SCENARIOS=systemd: one of them)"
 	@echo "make test        install what is needed and run every test suite (sanity, unit, integration)"
 	@echo "make lab-up | lab-status | lab-down   the embedded lab (PostgreSQL+pgvector, backend, workers)"
 	@echo "make sanity | unit | integration | build | lint | bench | bench-rollback"
@@ -74,21 +75,28 @@ build: venv
 	mkdir -p build
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path build $(COLLECTION)
 
-# The Molecule drills (molecule/<scenario>): hosts are network namespaces with their own sshd, reached over
-# SSH. drills-setup installs the Debian packages they need (sshd, HAProxy, socat) when missing.
-DRILL_SCENARIOS ?= default chaos
+# The Molecule drills (molecule/<scenario>): hosts are network namespaces with their own sshd (default,
+# chaos) or podman containers running systemd (systemd), reached over SSH. DRILL_SCENARIOS: every scenario
+# of molecule/, default first. drills-setup installs the Debian packages they need (sshd, HAProxy, socat;
+# for systemd podman, runc, debootstrap, and the hosts' image, built once) when missing.
+DRILL_SCENARIOS ?= default $(filter-out default,$(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))))
+# make test runs these (its time in CI is bounded); make drills runs every scenario
+TEST_DRILL_SCENARIOS ?= default chaos
 drills-setup:
 	@bash molecule/shared/setup.sh
+	@$(if $(filter systemd,$(DRILL_SCENARIOS)),bash molecule/systemd/setup.sh >/dev/null)
 
 drills: venv drills-setup
-	@status=0; for s in $(DRILL_SCENARIOS); do \
+	@mkdir -p build; status=0; for s in $(DRILL_SCENARIOS); do \
 	  echo "==> molecule test -s $$s"; $(VENV)/bin/molecule test -s $$s > build/drills-$$s.log 2>&1 || { status=1; \
 	    echo "scenario $$s FAILED (build/drills-$$s.log):"; sed 's/\x1b\[[0-9;]*m//g' build/drills-$$s.log | grep -E 'fatal|FAILED|failed requests|ERROR' | head -n 20; }; \
 	done; cat artifacts/drills.md 2>/dev/null; exit $$status
 
-# stop the drill hosts (every process in their namespaces; namespaces, veths, bridge)
+# stop the drill hosts (every process in their namespaces; namespaces, veths, bridge; the systemd drill's
+# containers and podman network, and ip_forward as it was before them)
 drills-down:
 	@$(VENV)/bin/python molecule/shared/netns_hosts.py down >/dev/null
+	@$(VENV)/bin/python molecule/systemd/podman_hosts.py down >/dev/null
 
 # Suites on servers of their own (the second lab layout: its own root, ports and PM2 home; the PostgreSQL
 # module tests: their own clusters; the reliability catalogue: .lab-reliability, 55512/8520/3521) run in a second pytest beside sanity, lint, the build and the main
@@ -98,12 +106,12 @@ test: venv
 	@mkdir -p build
 	@rm -f build/side-suites.rc
 	@( $(VENV)/bin/python -m pytest -q -p no:cacheprovider $(SIDE_SUITES) $(PYTEST_ARGS) > build/side-suites.log 2>&1; \
-	   rc=$$?; mkdir -p build; $(MAKE) --no-print-directory drills >> build/side-suites.log 2>&1 || rc=1; \
+	   rc=$$?; mkdir -p build; $(MAKE) --no-print-directory drills DRILL_SCENARIOS="$(TEST_DRILL_SCENARIOS)" >> build/side-suites.log 2>&1 || rc=1; \
 	   echo $$rc > build/side-suites.rc ) & \
 	$(MAKE) --no-print-directory sanity lint build && \
 	$(VENV)/bin/python -m pytest -q --durations=25 $(COLLECTION)/tests/unit tests $(addprefix --ignore=,$(SIDE_SUITES)) $(PYTEST_ARGS); \
 	main=$$?; wait; \
-	echo "============ side suites ($(SIDE_SUITES)) and drills ($(DRILL_SCENARIOS)), run beside the others: build/side-suites.log ============"; \
+	echo "============ side suites ($(SIDE_SUITES)) and drills ($(TEST_DRILL_SCENARIOS)), run beside the others: build/side-suites.log ============"; \
 	tail -n 60 build/side-suites.log; side=$$(cat build/side-suites.rc 2>/dev/null || echo 1); \
 	echo "main suites exit $$main, side suites exit $$side"; test $$main -eq 0 && test $$side -eq 0
 
@@ -142,4 +150,5 @@ distclean: venv clean
 	@if [ -d .lab-layout2 ]; then echo "stopping .lab-layout2"; \
 	  env -u REPLYX_LAYOUT2_ROOT $(PLAYBOOK) -i inventories/lab-layout2 playbooks/lab_down.yml >/dev/null || exit 1; fi
 	@$(VENV)/bin/python molecule/shared/netns_hosts.py down >/dev/null
-	rm -rf .lab .lab-* .drill artifacts
+	@$(VENV)/bin/python molecule/systemd/podman_hosts.py down >/dev/null
+	rm -rf .lab .lab-* .drill .drill-systemd artifacts
