@@ -240,14 +240,15 @@ def _bool(name, value, default):
     raise PolicyError("%s must be true or false (got %r)" % (name, value))
 
 
-def _csv_list(value):
+def _csv_list(value, refusal="restore_tables must be a list or a comma-separated string"):
+    """A list given as a list or as a comma-separated string; anything else is refused with ``refusal``."""
     if value is None:
         return []
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, (list, tuple)):
         return [str(v).strip() for v in value if str(v).strip()]
-    raise PolicyError("restore_tables must be a list or a comma-separated string (got %r)" % (value,))
+    raise PolicyError("%s (got %r)" % (refusal, value))
 
 
 def _roles_text(roles):
@@ -393,21 +394,11 @@ def parse_request(raw, policy):
     req["rollback_batch"] = parse_batch(raw.get("rollback_batch"))
     req["approvals"] = parse_approvals(raw.get("approvals"), raw.get("approved_by"), raw.get("approver_role"),
                                        raw.get("ticket"), roles=list(policy["role_rank"]))
-    req["approval_signatures"] = _signature_list(raw.get("approval_signatures"))
+    req["approval_signatures"] = _csv_list(
+        raw.get("approval_signatures"), "approval_signatures must be a list of signature files, a comma-separated string "
+        "or a directory of .sig files")
     req["target_revision"] = req["named_targets"].get(req["target"], req["target"])
     return req
-
-
-def _signature_list(value):
-    """approval_signatures: signature files (or directories of .sig files) as a list or comma-separated string."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    raise PolicyError("approval_signatures must be a list of signature files, a comma-separated string or a "
-                      "directory of .sig files (got %r)" % (value,))
 
 
 # ---------------------------------------------------------------------------------------------- history
