@@ -176,11 +176,25 @@ def describe(record):
         record.get("acquired_at"))
 
 
+SAME_SECOND = ("another run with the same run id holds it (two runs started in the same second); this run "
+               "changes nothing: start it again")
+
+
+def another_process(holder, run_id, pid, this_host):
+    """The lock carries this run id but names another process on this host: two runs started in the same second
+    (run ids are the start time and the level). When either PID is unknown or the holder is on another host, the
+    run id alone decides, as before."""
+    return (holder.get("run_id") == run_id and bool(holder.get("pid")) and bool(pid)
+            and holder.get("host") == this_host and holder.get("pid") != pid)
+
+
 def decide_acquire(holder, request, now, this_host, takeover_stale, check_pid=True, alive=pid_alive):
     """What acquiring means given the current holder: ('take', None), ('ours', None), ('takeover', why)
     or ('refuse', message). A refusal says how old the lock is and whether its holder still runs."""
     if holder is None:
         return "take", None
+    if another_process(holder, request["run_id"], request.get("pid"), this_host):
+        return "refuse", "%s: %s" % (describe(holder), SAME_SECOND)
     if holder.get("run_id") == request["run_id"]:
         return "ours", None
     stale, why = is_stale(holder, now, request["ttl_s"], this_host, check_pid, alive)
@@ -192,10 +206,14 @@ def decide_acquire(holder, request, now, this_host, takeover_stale, check_pid=Tr
     return "refuse", message
 
 
-def decide_release(holder, run_id, force):
-    """('free', None), ('release', None), ('force', None) or ('refuse', message)."""
+def decide_release(holder, run_id, force, pid=None, this_host=None):
+    """('free', None), ('release', None), ('force', None) or ('refuse', message). ``pid``/``this_host``: the
+    releasing run's holder process, so a run refused at the lock never frees the lock of another run that started
+    in the same second (same run id)."""
     if holder is None:
         return "free", None
+    if another_process(holder, run_id, pid, this_host) and not force:
+        return "refuse", "%s: the lock is another run's (same run id, another process); left as it is" % describe(holder)
     if holder.get("run_id") == run_id:
         return "release", None
     if force:
@@ -481,8 +499,10 @@ def _acquire(module, backend, this_host, result):
 def _release(module, backend, result):
     params = module.params
 
+    pid, this_host = params.get("holder_pid") or holder_pid_default(), socket.gethostname()
+
     def decide(holder):
-        return decide_release(holder, params["run_id"], params["force"])
+        return decide_release(holder, params["run_id"], params["force"], pid, this_host)
 
     if module.check_mode and params["backend"] == "file":
         holder = backend.peek()

@@ -56,6 +56,21 @@ def test_decide_acquire(current, takeover, alive, verdict):
     assert got == verdict
 
 
+@pytest.mark.parametrize("current, request_pid, verdict", [
+    (holder(run_id="r-new", pid=999), 999, "ours"),             # the same run again (its task retried)
+    (holder(run_id="r-new", pid=999), 1234, "refuse"),          # same second, same run id, another process here
+    (holder(run_id="r-new", pid=999), None, "ours"),            # this run's process unknown: the run id decides
+    (holder(run_id="r-new", pid=None), 1234, "ours"),           # the holder's process unknown: the run id decides
+    (holder(run_id="r-new", pid=999, host="elsewhere"), 1234, "ours"),  # another host's PID: cannot compare
+])
+def test_two_runs_with_one_run_id(current, request_pid, verdict):
+    request = dict(REQUEST, pid=request_pid, host=HOST)
+    got, why = lk.decide_acquire(current, request, NOW, HOST, True, alive=always_alive)
+    assert got == verdict
+    if verdict == "refuse":
+        assert "same second" in why and "held by bob (run r-new" in why
+
+
 def test_refusal_names_the_holder():
     verdict, why = lk.decide_acquire(holder(), REQUEST, NOW, HOST, False, alive=always_alive)
     assert verdict == "refuse"
@@ -102,6 +117,17 @@ def test_holder_ttl_wins_over_request_ttl():
 ])
 def test_decide_release(current, run_id, force, verdict):
     assert lk.decide_release(current, run_id, force)[0] == verdict
+
+
+@pytest.mark.parametrize("pid, force, verdict", [
+    (999, False, "release"),
+    (1234, False, "refuse"),   # a run refused at the lock (same run id) never frees the other run's lock
+    (1234, True, "release"),   # force: an operator's explicit release
+    (None, False, "release"),
+])
+def test_release_by_another_process_with_the_same_run_id(pid, force, verdict):
+    got, why = lk.decide_release(holder(run_id="r1", pid=999), "r1", force, pid, HOST)
+    assert got == verdict, why
 
 
 def test_parse_iso_roundtrip():
