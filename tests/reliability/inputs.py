@@ -98,7 +98,8 @@ INPUTS = [
        "choosing the allowed signers and their roles from the command line"),
     _i("trust-awx-users-as-extra-var", "playbook:rollback.yml", _j(level="critical", approvals=C,
                                                                     awx_approvals_users=["ceo"]),
-       ["awx_approvals_users given as extra vars"], "passing typed approvals off as the AWX workflow's"),
+       ["awx_approvals_users", "given as extra vars", "read back from its approval nodes"],
+       "passing typed approvals off as the AWX workflow's"),
     # --- releases, windows, batches, timeouts
     _i("stable-release-unknown", "playbook:rollback.yml", ["-e", "level=critical", "-e", "stable_release=v9.9.9",
                                                             "-e", f"approvals={C}"],
