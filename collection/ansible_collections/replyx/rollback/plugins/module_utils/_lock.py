@@ -180,12 +180,13 @@ SAME_SECOND = ("another run with the same run id holds it (two runs started in t
                "changes nothing: start it again")
 
 
-def another_process(holder, run_id, pid, this_host):
-    """The lock carries this run id but names another process on this host: two runs started in the same second
-    (run ids are the start time and the level). When either PID is unknown or the holder is on another host, the
-    run id alone decides, as before."""
+def another_process(holder, run_id, pid, this_host, alive=pid_alive):
+    """The lock carries this run id but names another process on this host that still runs: two runs started in
+    the same second (run ids are the start time and the level). When either PID is unknown, the holder is on
+    another host or its process is gone (the same run id used again by a later process), the run id alone decides,
+    as before."""
     return (holder.get("run_id") == run_id and bool(holder.get("pid")) and bool(pid)
-            and holder.get("host") == this_host and holder.get("pid") != pid)
+            and holder.get("host") == this_host and holder.get("pid") != pid and bool(alive(holder.get("pid"))))
 
 
 def decide_acquire(holder, request, now, this_host, takeover_stale, check_pid=True, alive=pid_alive):
@@ -193,7 +194,7 @@ def decide_acquire(holder, request, now, this_host, takeover_stale, check_pid=Tr
     or ('refuse', message). A refusal says how old the lock is and whether its holder still runs."""
     if holder is None:
         return "take", None
-    if another_process(holder, request["run_id"], request.get("pid"), this_host):
+    if another_process(holder, request["run_id"], request.get("pid"), this_host, alive):
         return "refuse", "%s: %s" % (describe(holder), SAME_SECOND)
     if holder.get("run_id") == request["run_id"]:
         return "ours", None
@@ -206,13 +207,13 @@ def decide_acquire(holder, request, now, this_host, takeover_stale, check_pid=Tr
     return "refuse", message
 
 
-def decide_release(holder, run_id, force, pid=None, this_host=None):
+def decide_release(holder, run_id, force, pid=None, this_host=None, alive=pid_alive):
     """('free', None), ('release', None), ('force', None) or ('refuse', message). ``pid``/``this_host``: the
     releasing run's holder process, so a run refused at the lock never frees the lock of another run that started
     in the same second (same run id)."""
     if holder is None:
         return "free", None
-    if another_process(holder, run_id, pid, this_host) and not force:
+    if another_process(holder, run_id, pid, this_host, alive) and not force:
         return "refuse", "%s: the lock is another run's (same run id, another process); left as it is" % describe(holder)
     if holder.get("run_id") == run_id:
         return "release", None

@@ -71,6 +71,11 @@ def test_two_runs_with_one_run_id(current, request_pid, verdict):
         assert "same second" in why and "held by bob (run r-new" in why
 
 
+def test_the_same_run_id_from_a_later_process_is_ours_once_the_first_is_gone():
+    request = dict(REQUEST, pid=1234, host=HOST)
+    assert lk.decide_acquire(holder(run_id="r-new", pid=999), request, NOW, HOST, False, alive=never_alive)[0] == "ours"
+
+
 def test_refusal_names_the_holder():
     verdict, why = lk.decide_acquire(holder(), REQUEST, NOW, HOST, False, alive=always_alive)
     assert verdict == "refuse"
@@ -119,14 +124,15 @@ def test_decide_release(current, run_id, force, verdict):
     assert lk.decide_release(current, run_id, force)[0] == verdict
 
 
-@pytest.mark.parametrize("pid, force, verdict", [
-    (999, False, "release"),
-    (1234, False, "refuse"),   # a run refused at the lock (same run id) never frees the other run's lock
-    (1234, True, "release"),   # force: an operator's explicit release
-    (None, False, "release"),
+@pytest.mark.parametrize("pid, force, alive, verdict", [
+    (999, False, always_alive, "release"),
+    (1234, False, always_alive, "refuse"),   # a run refused at the lock (same run id) never frees the running one's
+    (1234, True, always_alive, "release"),   # force: an operator's explicit release
+    (1234, False, never_alive, "release"),   # the holder is gone: the run id decides
+    (None, False, always_alive, "release"),
 ])
-def test_release_by_another_process_with_the_same_run_id(pid, force, verdict):
-    got, why = lk.decide_release(holder(run_id="r1", pid=999), "r1", force, pid, HOST)
+def test_release_by_another_process_with_the_same_run_id(pid, force, alive, verdict):
+    got, why = lk.decide_release(holder(run_id="r1", pid=999), "r1", force, pid, HOST, alive=alive)
     assert got == verdict, why
 
 
