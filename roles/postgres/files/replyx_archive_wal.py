@@ -4,6 +4,7 @@
 file is ever visible under its final name.
 
     replyx_archive_wal.py SOURCE DESTINATION        (archive_command = '... %p /archive/dir/%f')
+    replyx_archive_wal.py --check ARCHIVE_DIR       (can this user archive there? the role runs it)
 
 1. DESTINATION exists with the same bytes as SOURCE: success (a retry after a crash between the rename
    and PostgreSQL recording the success; PostgreSQL's documentation asks for exactly this).
@@ -77,7 +78,30 @@ def archive(source, destination):
     return "%s archived" % name
 
 
+def check(directory):
+    """Write, fsync and remove a probe file in the archive directory: what archiving needs."""
+    if not os.path.isdir(directory):
+        raise ValueError("the archive directory %s does not exist" % directory)
+    probe = os.path.join(directory, ".replyx-archive-check.%d" % os.getpid())
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"replyx")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    _fsync_dir(directory)
+    return "%s is writable" % directory
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--check":
+        try:
+            sys.stdout.write(check(argv[2]) + "\n")
+        except (EnvironmentError, ValueError) as exc:
+            sys.stderr.write("replyx_archive_wal: cannot archive into %s: %s\n" % (argv[2], exc))
+            return 1
+        return 0
     if len(argv) != 3:
         sys.stderr.write("usage: %s SOURCE DESTINATION (archive_command = '... %%p /archive/dir/%%f')\n" % argv[0])
         return 2
