@@ -105,14 +105,16 @@ def judge_archiver(state, now, max_age_s):
 
 def wal_chain(backup_dir, archive_dir):
     """Whether ``archive_dir`` holds the WAL the newest base backup in ``backup_dir`` needs, and an unbroken run
-    after it. A dict: complete, backup, first_segment, stop_segment, last_segment, missing, problems."""
+    after it. A dict: complete (None without a base backup), backup, first_segment, stop_segment, last_segment,
+    missing, problems."""
     out = dict(backup_dir=backup_dir, wal_archive=archive_dir, complete=False, backup=None, first_segment=None,
                stop_segment=None, last_segment=None, missing=None, problems=[])
     try:
         archive = _pitr.WalArchive(archive_dir)
         candidates = _pitr.base_backup_candidates(backup_dir, archive)
         if not candidates:
-            out["problems"].append("no base backup (a physical backup manifest) in %s" % backup_dir)
+            # Not a WAL problem: whoever needs a base backup reports its absence (preflight's PITR item).
+            out["complete"] = None
             return out
         backup = _pitr.read_base_backup(candidates[0], archive)
         out["backup"] = backup.get("name") or backup["path"]

@@ -113,8 +113,9 @@ wal_archiving:
       being written.
     - C(ok) is false when C(problems) (texts naming each problem) is not empty; C(warnings) are past failures the
       archiver has recovered from. C(max_age_s) is the threshold used.
-    - C(chain) is only returned with O(wal_archive) and O(basebackup_dir) - C(complete), C(backup), C(first_segment),
-      C(stop_segment), C(last_segment), C(missing) and its C(problems) (also in C(problems)).
+    - C(chain) is only returned with O(wal_archive) and O(basebackup_dir) - C(complete) (null without a base
+      backup, which is not a WAL problem), C(backup), C(first_segment), C(stop_segment), C(last_segment), C(missing)
+      and its C(problems) (also in C(problems)).
   returned: always
   type: dict
   sample: {archive_mode: "on", enabled: true, archived_count: 42, last_archived_wal: "000000010000000000000029",

@@ -146,8 +146,7 @@ def test_chain_with_a_gap_after_the_backup(tmp_path):
 def test_chain_without_a_base_backup(tmp_path):
     backups_dir, archive = make(tmp_path, [1], [])
     chain = a.wal_chain(backups_dir, archive)
-    assert not chain["complete"] and chain["problems"] == ["no base backup (a physical backup manifest) in %s"
-                                                          % backups_dir]
+    assert chain["complete"] is None and chain["problems"] == [] and chain["backup"] is None
 
 
 def test_chain_with_a_missing_archive_names_it(tmp_path):

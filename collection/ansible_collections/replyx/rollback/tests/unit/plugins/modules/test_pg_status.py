@@ -102,8 +102,12 @@ def test_archiving_with_the_wal_chain(monkeypatch, capsys, tmp_path):
     result = run(monkeypatch, capsys, tmp_path, answers(ready=(0, None)), wal_archive=str(tmp_path / "archive"),
                  basebackup_dir=str(tmp_path / "basebackups"))
     arch = result["wal_archiving"]
+    assert arch["ok"] is True and arch["chain"]["complete"] is None and arch["problems"] == []
+    result = run(monkeypatch, capsys, tmp_path, answers(ready=(0, None)), wal_archive=str(tmp_path / "gone"),
+                 basebackup_dir=str(tmp_path / "basebackups"))
+    arch = result["wal_archiving"]
     assert arch["ok"] is False and arch["chain"]["complete"] is False
-    assert arch["problems"] == ["no base backup (a physical backup manifest) in %s" % (tmp_path / "basebackups")]
+    assert "cannot be checked" in arch["problems"][0] and "gone is not a directory" in arch["problems"][0]
     result = run(monkeypatch, capsys, tmp_path, answers(), wal_archive=str(tmp_path / "archive"))
     assert result["_rc"] == 1 and "basebackup_dir" in result["msg"]
 
