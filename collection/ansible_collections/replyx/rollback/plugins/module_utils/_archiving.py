@@ -137,8 +137,8 @@ def wal_chain(backup_dir, archive_dir):
         elif beyond:
             out["missing"] = missing
             out["problems"].append("segment %s is missing from %s: WAL after base backup %s is unbroken only up to "
-                                   "%s, later segments cannot be replayed" % (missing, archive_dir, out["backup"],
-                                                                             out["last_segment"]))
+                                   "%s, later segments cannot be replayed"
+                                   % (missing, archive_dir, out["backup"], out["last_segment"]))
     except ReplyxError as exc:
         out["problems"].append("the WAL chain of the newest base backup cannot be checked: %s" % exc.msg)
     out["complete"] = not out["problems"]

@@ -19,8 +19,8 @@ description:
     current WAL location.
   - Judges WAL archiving, which can fail while the server runs happily - C(archive_mode) off, the last archiving
     attempt failed after the last success, finished segments waiting longer than O(archive_max_age_s) - into
-    RV(wal_archiving.problems), each naming what is wrong. With O(wal_archive) and O(basebackup_dir) it also checks
-    that the archive holds the WAL of the newest base backup and an unbroken run after it (RV(wal_archiving.chain)).
+    C(wal_archiving.problems), each naming what is wrong. With O(wal_archive) and O(basebackup_dir) it also checks
+    that the archive holds the WAL of the newest base backup and an unbroken run after it (C(wal_archiving.chain)).
   - Reports problems, never fails for them; the playbooks decide (preflight, triage, backup.yml).
   - Always returns C(changed=false).
 author:
@@ -109,7 +109,7 @@ wal_archiving:
     - C(archive_mode) and C(pg_stat_archiver). C(failing) is true when the newest archiving attempt
       failed.
     - C(ready_count) and C(oldest_ready_time) count the finished segments waiting for the archiver (null when the
-      login may not read C(pg_ls_archive_statusdir()): superuser or C(pg_monitor)); C(current_wal) is the segment
+      login may not read C(pg_ls_archive_statusdir()) - superuser or C(pg_monitor)); C(current_wal) is the segment
       being written.
     - C(ok) is false when C(problems) (texts naming each problem) is not empty; C(warnings) are past failures the
       archiver has recovered from. C(max_age_s) is the threshold used.
