@@ -92,3 +92,28 @@ def test_pg_status_names_a_broken_archive_command(server, run_module):
     time.sleep(1.1)
     result = run_module("pg_status", dict(server.conn_params("postgres"), archive_max_age_s=1))
     assert any("wait to be archived" in p for p in result["wal_archiving"]["problems"]), result["wal_archiving"]
+
+
+def test_the_wal_chain_of_a_new_base_backup_is_complete_at_once(server, run_module, tmp_path):
+    """What backup.yml checks after a physical backup: pg_basebackup waits for its WAL to be archived, so the
+    archive holds the new backup's WAL when the module returns; a segment removed is named."""
+    archive_dir = server.root / "it's a wal archive é"
+    set_archive_command(server, archive_dir)  # working again: the failed segment is retried first
+    deadline = time.monotonic() + 60
+    while archiver(server)["failed"] and not os.path.exists(archive_dir / archiver(server)["last_failed_wal"]):
+        assert time.monotonic() < deadline, "the archiver did not recover"
+        time.sleep(0.5)
+    backups = tmp_path / "basebackups"
+    result = run_module("pg_backup", dict(server.conn_params("postgres"), kind="physical", dest=str(backups)))
+    assert not result["failed"], result
+    args = dict(server.conn_params("postgres"), wal_archive=str(archive_dir), basebackup_dir=str(backups))
+    chain = run_module("pg_status", args)["wal_archiving"]["chain"]
+    assert chain["complete"] is True and chain["problems"] == [], chain
+    first = archive_dir / chain["first_segment"]
+    aside = first.rename(first.with_name(first.name + ".aside"))
+    try:
+        status = run_module("pg_status", args)["wal_archiving"]
+    finally:
+        aside.rename(first)
+    assert status["ok"] is False and status["chain"]["missing"] == first.name
+    assert "segment %s is missing from %s" % (first.name, archive_dir) in status["problems"][-1]
