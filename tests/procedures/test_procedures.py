@@ -188,8 +188,17 @@ def test_preflight_fails_naming_a_broken_archiver_and_passes_once_it_is_fixed(pl
         assert run.returncode == 2
         assert "FAIL | required | Point-in-time recovery possible (WAL archiving, base backup) | archive_mode on," in flat
         assert "FAILING since " in flat and "after fixing archiving" in flat
+        # pg_status names the problem (wal_archiving.problems): the segment that failed and the last success
+        assert "archiving is failing: archive_command failed on " in flat and "the last success was " in flat
         triage = plab.run("triage.yml", check=True)
         assert "FAILING since" in " ".join(triage.stdout.split())
+        assert "archiving is failing: archive_command failed on " in " ".join(triage.stdout.split())
+        # a base backup is refused while archiving is broken, naming why
+        refused = plab.run("backup.yml", "-e", "backup_kind=physical", "-e", "backup_label=proc-refused")
+        refused_flat = " ".join((refused.stdout + refused.stderr).split())
+        assert refused.returncode != 0
+        assert "Failed to back up (physical): WAL archiving is broken" in refused_flat
+        assert "archiving is failing: archive_command failed on " in refused_flat
     finally:
         labutil.psql("ALTER SYSTEM RESET archive_command", dsn=SUPER_DSN)
         labutil.psql("SELECT pg_reload_conf()", dsn=SUPER_DSN)

@@ -180,6 +180,9 @@ SELECT current_setting('server_version') AS server_version,
        current_setting('max_connections')::int AS max_connections,
        current_setting('superuser_reserved_connections')::int AS superuser_reserved_connections,
        current_setting('archive_mode') AS archive_mode,
+       (SELECT setting::int FROM pg_settings WHERE name = 'archive_timeout') AS archive_timeout,
+       (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') AS wal_segment_size,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS current_wal,
        CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text AS current_lsn,
        (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_timeline,
        to_regclass('public.alembic_version') IS NOT NULL AS has_alembic
@@ -196,6 +199,12 @@ SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last
        stats_reset FROM pg_stat_archiver
 """
 
+# Finished segments waiting for the archiver (superuser or pg_monitor; None without the privilege).
+_READY_SQL = """
+SELECT count(*) AS ready_count, min(modification) AS oldest_ready_time
+FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'
+"""
+
 
 def _iso(value):
     return value.isoformat() if value is not None and hasattr(value, "isoformat") else value
@@ -208,6 +217,10 @@ def server_status(settings):
         base = fetch_one(conn, _STATUS_SQL, verb="read", obj="server status")
         conns = fetch_one(conn, _CONNECTIONS_SQL, verb="read", obj="connections")
         archiver = fetch_one(conn, _ARCHIVER_SQL, verb="read", obj="pg_stat_archiver")
+        try:
+            ready = fetch_one(conn, _READY_SQL, verb="read", obj="pg_wal/archive_status")
+        except CommandFailure:
+            ready = dict(ready_count=None, oldest_ready_time=None)
         revisions = []
         if base["has_alembic"]:
             rows = fetch(conn, "SELECT version_num FROM public.alembic_version ORDER BY 1", verb="read",
@@ -217,7 +230,10 @@ def server_status(settings):
         conn.close()
     max_conn = base["max_connections"]
     archiving = dict((k, _iso(v)) for k, v in archiver.items())
-    archiving.update(archive_mode=base["archive_mode"],
+    archiving.update((k, _iso(v)) for k, v in ready.items())
+    archiving.update(archive_mode=base["archive_mode"], archive_timeout=base["archive_timeout"],
+                     wal_segment_size=base["wal_segment_size"], current_wal=base["current_wal"],
+                     in_recovery=base["in_recovery"],
                      enabled=base["archive_mode"] in ("on", "always"),
                      failing=bool(archiver["failed_count"]) and (
                          archiver["last_archived_time"] is None

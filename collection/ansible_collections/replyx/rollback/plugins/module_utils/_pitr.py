@@ -441,6 +441,27 @@ def read_base_backup(manifest, archive):
     return info
 
 
+def base_backup_candidates(directory, archive):
+    """The manifests of the physical backups in ``directory`` that can be read, newest (stop LSN) first."""
+    if not os.path.isdir(directory):
+        raise InputError("%s is not a directory" % directory, verb="read", obj="backup_dir")
+    found = []
+    for name in os.listdir(directory):
+        if name.endswith(".manifest.json"):
+            try:
+                manifest = load_manifest(os.path.join(directory, name))
+            except InputError:
+                continue
+            if str(manifest.get("kind", "")).lower() in PHYSICAL_KINDS:
+                try:
+                    info = read_base_backup(manifest, archive)
+                except InputError:
+                    continue
+                found.append((info["stop_lsn"], manifest))
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [m for _lsn, m in found]
+
+
 def public_backup(info):
     """The backup as returned to the user (LSNs and times as text)."""
     out = dict((k, v) for k, v in info.items() if k not in ("start_lsn", "stop_lsn", "stop_time"))
@@ -489,6 +510,17 @@ def describe_target(kind, value):
     return "the end of the base backup (immediate)"
 
 
+def missing_backup_segment(backup, segments):
+    """The name of the first segment of the backup's own WAL (start..stop LSN) not in ``segments``
+    (the contiguous run from its start segment), or None when all are there."""
+    seg_size = backup["seg_size"]
+    have = set(s for _t, s in segments)
+    for segno in range(segno_of(backup["start_lsn"], seg_size), segno_of(backup["stop_lsn"], seg_size) + 1):
+        if segno not in have:
+            return segment_name(backup["timeline"], segno, seg_size)
+    return None
+
+
 def compute_window(backup, chain, segments, missing, beyond, scan, has=None):
     """The recoverable window of one backup. ``scan(tli, first, last, rmgr=None, xid=None)`` reads WAL,
     ``has(tli, segno)`` says whether the archive holds a segment (older WAL, searched for the last commit).
@@ -498,14 +530,11 @@ def compute_window(backup, chain, segments, missing, beyond, scan, has=None):
     seg_size_probe = backup["seg_size"]
     start_segno = segno_of(backup["start_lsn"], seg_size_probe)
     stop_segno = segno_of(backup["stop_lsn"], seg_size_probe)
-    have = set(s for _t, s in segments)
-    for segno in range(start_segno, stop_segno + 1):
-        if segno not in have:
-            raise SafetyRefusal("segment %s is missing: the base backup's own WAL (%s..%s) is not complete in the "
-                                "archive" % (segment_name(backup["timeline"], segno, seg_size_probe),
-                                             format_lsn(backup["start_lsn"]),
-                                             format_lsn(backup["stop_lsn"])),
-                                verb="verify", obj="WAL continuity")
+    gap = missing_backup_segment(backup, segments)
+    if gap:
+        raise SafetyRefusal("segment %s is missing: the base backup's own WAL (%s..%s) is not complete in the "
+                            "archive" % (gap, format_lsn(backup["start_lsn"]), format_lsn(backup["stop_lsn"])),
+                            verb="verify", obj="WAL continuity")
     # Start: the last commit before the consistency point.
     start_time, source = None, None
     backup_runs = pieces([s for s in segments if s[1] <= stop_segno])
@@ -787,24 +816,7 @@ class PitrRestore(object):
     def _candidates(self):
         if self.params.get("base_backup"):
             return [load_manifest(self.params["base_backup"])]
-        directory = self.params["backup_dir"]
-        if not os.path.isdir(directory):
-            raise InputError("%s is not a directory" % directory, verb="read", obj="backup_dir")
-        found = []
-        for name in os.listdir(directory):
-            if name.endswith(".manifest.json"):
-                try:
-                    manifest = load_manifest(os.path.join(directory, name))
-                except InputError:
-                    continue
-                if str(manifest.get("kind", "")).lower() in PHYSICAL_KINDS:
-                    try:
-                        info = read_base_backup(manifest, self.archive)
-                    except InputError:
-                        continue
-                    found.append((info["stop_lsn"], manifest))
-        found.sort(key=lambda item: item[0], reverse=True)
-        return [m for _lsn, m in found]
+        return base_backup_candidates(self.params["backup_dir"], self.archive)
 
     def _try_backup(self, manifest):
         manifest = verify_manifest(manifest)

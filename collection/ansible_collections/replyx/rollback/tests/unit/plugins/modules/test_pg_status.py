@@ -22,11 +22,12 @@ from ansible_collections.replyx.rollback.plugins.modules import pg_status
 T0 = datetime.datetime(2026, 1, 31, 3, 0, tzinfo=datetime.timezone.utc)
 
 
-def answers(revisions=("a1b2c3d4e5f6",), failed_after=False, used=32):
+def answers(revisions=("a1b2c3d4e5f6",), failed_after=False, used=32, ready=None):
     base = dict(server_version="18.1", server_version_num=180001, version="PostgreSQL 18.1 on x86_64",
                 in_recovery=False, database="chatai", database_size=9000000, database_size_pretty="8789 kB",
                 max_connections=40, superuser_reserved_connections=3, archive_mode="on", current_lsn="0/3000148",
-                checkpoint_timeline=1, has_alembic=revisions is not None)
+                checkpoint_timeline=1, has_alembic=revisions is not None, archive_timeout=60,
+                wal_segment_size=16 * 1024 * 1024, current_wal="000000010000000000000008")
     conns = dict(used=used, active=3, idle=used - 3, idle_in_transaction=0)
     archiver = dict(archived_count=7, last_archived_wal="000000010000000000000007", last_archived_time=T0,
                     failed_count=1 if failed_after else 0,
@@ -42,6 +43,10 @@ def answers(revisions=("a1b2c3d4e5f6",), failed_after=False, used=32):
             return [archiver]
         if "alembic_version" in query:
             return [dict(version_num=r) for r in revisions or ()]
+        if "pg_ls_archive_statusdir" in query:
+            if ready is None:
+                raise _pgquery.CommandFailure("permission denied for function pg_ls_archive_statusdir")
+            return [dict(ready_count=ready[0], oldest_ready_time=ready[1])]
         raise AssertionError(query)
     return fetch
 
@@ -77,6 +82,34 @@ def test_status(monkeypatch, capsys, tmp_path):
     assert result["wal_archiving"]["enabled"] is True and result["wal_archiving"]["failing"] is False
     assert result["wal_archiving"]["last_archived_time"] == "2026-01-31T03:00:00+00:00"
     assert result["current_lsn"] == "0/3000148" and result["timeline"] == 1
+    arch = result["wal_archiving"]
+    assert arch["ok"] is True and arch["problems"] == [] and arch["max_age_s"] == 180
+    assert arch["ready_count"] is None and arch["current_wal"] == "000000010000000000000008" and "chain" not in arch
+
+
+def test_archiving_problems_are_named(monkeypatch, capsys, tmp_path):
+    waiting = (4, T0 - datetime.timedelta(hours=1))
+    result = run(monkeypatch, capsys, tmp_path, answers(failed_after=True, ready=waiting), archive_max_age_s=600)
+    arch = result["wal_archiving"]
+    assert result["_rc"] == 0 and arch["ok"] is False and arch["max_age_s"] == 600 and arch["ready_count"] == 4
+    assert "archive_command failed on 000000010000000000000008" in arch["problems"][0]
+    assert "4 WAL segment(s) wait to be archived" in arch["problems"][1]
+
+
+def test_archiving_with_the_wal_chain(monkeypatch, capsys, tmp_path):
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "basebackups").mkdir()
+    result = run(monkeypatch, capsys, tmp_path, answers(ready=(0, None)), wal_archive=str(tmp_path / "archive"),
+                 basebackup_dir=str(tmp_path / "basebackups"))
+    arch = result["wal_archiving"]
+    assert arch["ok"] is True and arch["chain"]["complete"] is None and arch["problems"] == []
+    result = run(monkeypatch, capsys, tmp_path, answers(ready=(0, None)), wal_archive=str(tmp_path / "gone"),
+                 basebackup_dir=str(tmp_path / "basebackups"))
+    arch = result["wal_archiving"]
+    assert arch["ok"] is False and arch["chain"]["complete"] is False
+    assert "cannot be checked" in arch["problems"][0] and "gone is not a directory" in arch["problems"][0]
+    result = run(monkeypatch, capsys, tmp_path, answers(), wal_archive=str(tmp_path / "archive"))
+    assert result["_rc"] == 1 and "basebackup_dir" in result["msg"]
 
 
 def test_status_heads_no_alembic_and_failing_archiver(monkeypatch, capsys, tmp_path):
