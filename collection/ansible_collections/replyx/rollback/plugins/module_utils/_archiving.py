@@ -19,6 +19,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import os
 
 from ansible_collections.replyx.rollback.plugins.module_utils._errors import ReplyxError
 from ansible_collections.replyx.rollback.plugins.module_utils import _pitr
@@ -109,6 +110,10 @@ def wal_chain(backup_dir, archive_dir):
     missing, problems."""
     out = dict(backup_dir=backup_dir, wal_archive=archive_dir, complete=False, backup=None, first_segment=None,
                stop_segment=None, last_segment=None, missing=None, problems=[])
+    if not os.path.lexists(backup_dir):
+        # No base backup taken yet (the directory is made by the first one): not a WAL problem either.
+        out["complete"] = None
+        return out
     try:
         archive = _pitr.WalArchive(archive_dir)
         candidates = _pitr.base_backup_candidates(backup_dir, archive)

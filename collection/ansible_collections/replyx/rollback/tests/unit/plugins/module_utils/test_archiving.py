@@ -153,3 +153,21 @@ def test_chain_with_a_missing_archive_names_it(tmp_path):
     backups_dir, archive = make(tmp_path, [4], [("new", 4, 4)])
     chain = a.wal_chain(backups_dir, os.path.join(archive, "gone"))
     assert not chain["complete"] and "cannot be checked" in chain["problems"][0] and "gone" in chain["problems"][0]
+
+
+def test_chain_before_the_first_base_backup(tmp_path):
+    """The base backup directory is made by the first physical backup: before it, no base backup, no WAL problem
+    (a fresh lab's triage and preflight report the missing backup on their own line)."""
+    backups_dir, archive = make(tmp_path, [1], [])
+    os.rmdir(backups_dir)
+    chain = a.wal_chain(backups_dir, archive)
+    assert chain["complete"] is None and chain["problems"] == [] and chain["backup"] is None
+
+
+def test_chain_with_a_file_where_the_backup_directory_should_be(tmp_path):
+    backups_dir, archive = make(tmp_path, [1], [])
+    os.rmdir(backups_dir)
+    with open(backups_dir, "w") as fh:
+        fh.write("not a directory")
+    chain = a.wal_chain(backups_dir, archive)
+    assert chain["complete"] is False and "is not a directory" in chain["problems"][0]
