@@ -168,3 +168,22 @@ def start_version(version: str) -> PgServer:
     server = PgServer(bin_dir=bin_dir).start()
     server.version = version
     return server
+
+
+def seed_chatai(server: PgServer) -> None:
+    """The small ReplyX-shaped database the physical restore and PITR tests start from: a chatai database with
+    users, dialog_messages, knowledge_embeddings (a vector column on 18, where pgvector is) and an events table the
+    tests write to between their steps (``at`` is the commit clock, for times between two writes)."""
+    vector = getattr(server, "version", "18") == "18"
+    server.psql("CREATE DATABASE chatai")
+    server.psql(f"""
+        {'CREATE EXTENSION vector;' if vector else ''}
+        CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL);
+        CREATE TABLE dialog_messages (id bigint PRIMARY KEY, user_id int REFERENCES users(id), text text);
+        CREATE TABLE knowledge_embeddings (id int PRIMARY KEY, chunk text {', embedding vector(3)' if vector else ''});
+        CREATE TABLE events (id int PRIMARY KEY, phase text NOT NULL, at timestamptz DEFAULT clock_timestamp());
+        INSERT INTO users SELECT g, 'user' || g || '@example.com' FROM generate_series(1, 200) g;
+        INSERT INTO dialog_messages SELECT g, 1 + g % 200, 'message ' || g FROM generate_series(1, 3000) g;
+        INSERT INTO knowledge_embeddings SELECT g, 'chunk ' || g {", '[1,2,3]'" if vector else ''}
+          FROM generate_series(1, 300) g;
+    """, dbname="chatai")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pgserver import PgServer, start_version
+from pgserver import PgServer, seed_chatai, start_version
 from ansible_collections.replyx.rollback.plugins.module_utils._manifest import sha256_path
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
@@ -24,19 +24,7 @@ TABLES = ["users", "dialog_messages", "knowledge_embeddings", "events"]
 @pytest.fixture(scope="module", params=["18", "15"])
 def server(request):
     srv = start_version(request.param)
-    vector = request.param == "18"
-    srv.psql("CREATE DATABASE chatai")
-    srv.psql(f"""
-        {'CREATE EXTENSION vector;' if vector else ''}
-        CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL);
-        CREATE TABLE dialog_messages (id bigint PRIMARY KEY, user_id int REFERENCES users(id), text text);
-        CREATE TABLE knowledge_embeddings (id int PRIMARY KEY, chunk text {', embedding vector(3)' if vector else ''});
-        CREATE TABLE events (id int PRIMARY KEY, phase text NOT NULL);
-        INSERT INTO users SELECT g, 'user' || g || '@example.com' FROM generate_series(1, 200) g;
-        INSERT INTO dialog_messages SELECT g, 1 + g % 200, 'message ' || g FROM generate_series(1, 3000) g;
-        INSERT INTO knowledge_embeddings SELECT g, 'chunk ' || g {", '[1,2,3]'" if vector else ''}
-          FROM generate_series(1, 300) g;
-    """, dbname="chatai")
+    seed_chatai(srv)
     yield srv
     srv.stop()
 

@@ -14,26 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from pgserver import PgServer, start_version
+from pgserver import PgServer, seed_chatai, start_version
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
 
 
 def _server(version: str) -> PgServer:
     server = start_version(version)
-    vector = version == "18"
-    server.psql("CREATE DATABASE chatai")
-    server.psql(f"""
-        {'CREATE EXTENSION vector;' if vector else ''}
-        CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL);
-        CREATE TABLE dialog_messages (id bigint PRIMARY KEY, user_id int REFERENCES users(id), text text);
-        CREATE TABLE knowledge_embeddings (id int PRIMARY KEY, chunk text {', embedding vector(3)' if vector else ''});
-        CREATE TABLE events (id int PRIMARY KEY, phase text NOT NULL, at timestamptz DEFAULT clock_timestamp());
-        INSERT INTO users SELECT g, 'user' || g || '@example.com' FROM generate_series(1, 200) g;
-        INSERT INTO dialog_messages SELECT g, 1 + g % 200, 'message ' || g FROM generate_series(1, 3000) g;
-        INSERT INTO knowledge_embeddings SELECT g, 'chunk ' || g {", '[1,2,3]'" if vector else ''}
-          FROM generate_series(1, 300) g;
-    """, dbname="chatai")
+    seed_chatai(server)
     return server
 
 
