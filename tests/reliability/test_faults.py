@@ -158,6 +158,52 @@ def test_broken_archiving_fails_preflight_naming_it(baseline, case):
     case.finish(_line(out, "FAIL | required | Point-in-time"), refused_before_change=True)
 
 
+def test_a_full_wal_archive_is_named_and_leaves_no_partial_segment(baseline, case):
+    """The archive's disk full: a 64 KiB tmpfs mounted over the WAL archive directory (a segment is 16 MiB).
+    replyx_archive_wal.py fails on every try and leaves nothing in the archive (no partial segment, no
+    temporary file); preflight fails naming the archiver and a physical backup is refused before it starts."""
+    lab = baseline
+    archive = LAB_ROOT / "postgres" / "wal_archive"
+    basebackups = LAB_ROOT / "postgres" / "basebackups"
+    manifests_before = sorted(p.name for p in basebackups.glob("*.manifest.json"))
+    failed_before = _archiver()[0]
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0777", "tmpfs", str(archive)],
+                           capture_output=True, text=True)
+    assert mount.returncode == 0, f"cannot mount a small tmpfs over the archive: {mount.stderr}"
+    try:
+        case.begin("fault", "WAL archive disk full",
+                   "a 64 KiB tmpfs over the WAL archive, a WAL switch, then preflight.yml and "
+                   "backup.yml -e backup_kind=physical",
+                   "preflight fails naming the failing archiver; the physical backup is refused before it starts; "
+                   "no partial segment in the archive; nothing changed")
+        psql("select pg_logical_emit_message(false, 'replyx-reliability', 'wal')")
+        psql("select pg_switch_wal()")
+        assert wait_for(lambda: _archiver()[0] > failed_before + 1, timeout=60, step=0.5), "the archiver did not fail"
+        left = sorted(p.name for p in archive.iterdir())
+        assert left == [], f"the failing archive_command left files in the archive: {left}"
+        proc = lab.playbook("preflight.yml")
+        out = flat(proc.stdout + proc.stderr)
+        assert proc.returncode != 0
+        assert "FAIL | required | Point-in-time recovery possible (WAL archiving, base backup)" in out, out[-3000:]
+        backup = lab.playbook("backup.yml", "-e", "backup_kind=physical", "-e", "backup_label=rel-archive-full")
+        refused = flat(backup.stdout + backup.stderr)
+        assert backup.returncode != 0
+        assert "WAL archiving is broken" in refused, refused[-3000:]
+        assert sorted(p.name for p in basebackups.glob("*.manifest.json")) == manifests_before
+        assert sorted(p.name for p in archive.iterdir()) == [], "a partial segment appeared in the archive"
+    finally:
+        subprocess.run(["umount", str(archive)], check=False)
+
+    def caught_up() -> bool:
+        psql("select pg_logical_emit_message(false, 'replyx-reliability', 'wal')")
+        psql("select pg_switch_wal()")
+        time.sleep(1)
+        return not _archiver()[1]
+    assert wait_for(caught_up, timeout=90, step=0), "archiving did not recover once the archive had room again"
+    case.finish(_line(out, "FAIL | required | Point-in-time")[:250] + " / " + _error(refused)[:250],
+                refused_before_change=True)
+
+
 def test_disk_full_during_a_backup(baseline, case, tmp_path):
     lab = baseline
     tiny = tmp_path / "tiny disk"
