@@ -10,8 +10,9 @@ Reads every <name>.manifest.json (pg_backup's manifest format, module_utils/_man
 'created' first, and recomputes the sha256 of the backup it names: a file's sha256; for a directory
 with "sha256_scheme": "files" one sha256 per file (in parallel threads) and the sha256 over the sorted
 lines "relpath NUL size NUL sha256 LF"; for a directory of an older manifest (no sha256_scheme) the
-sha256 over its files in sorted relative-path order, each fed as "relpath NUL size NUL contents". Forensic backups and partial backups are ignored. Prints one JSON
-object: {"found": bool, "newest": {...manifest summary, "age_h"}, "checked": [{path, ok, reason}]}.
+sha256 over its files in sorted relative-path order, each fed as "relpath NUL size NUL contents".
+Forensic backups and partial backups are ignored. Prints one JSON object:
+{"found": bool, "newest": {...manifest summary, "age_h"}, "checked": [{path, ok, reason}]}.
 Reads only.
 """
 import datetime
