@@ -5,16 +5,21 @@ of every table). PG 15 has no pgvector on this machine: its ``chatai`` has no ve
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
+
+NEWEST = Path(__file__).resolve().parents[2] / "roles" / "validation" / "files" / "newest_verified_backup.py"
 
 
 @pytest.fixture(scope="module", params=["pg18", "pg15"])
@@ -88,6 +93,66 @@ def test_logical_backup_writes_verified_private_backup_and_manifest(server, dest
     # Same label again: verified backup exists -> changed=false, the same manifest.
     again = ok(run_module("pg_backup", backup(server, dest, format=fmt, jobs=jobs, label="t1")))
     assert again["changed"] is False and again["backup"]["sha256"] == m["sha256"]
+
+
+@pytest.mark.parametrize("fmt,jobs", [("directory", 2), ("custom", 1), ("plain", 1)])
+def test_manifest_checksums_equal_an_independent_sha256_of_each_file(server, dest, run_module, fmt, jobs):
+    """The files are hashed in the same (parallel) read that makes them private: the manifest's checksums
+    are those of the bytes on disk."""
+    r = ok(run_module("pg_backup", backup(server, dest, format=fmt, jobs=jobs)))
+    m = r["backup"]
+    assert m["sha256_scheme"] == "files"
+    path = dest / m["name"]
+    if fmt != "directory":
+        assert m["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and "files" not in m
+        assert m["size_bytes"] == path.stat().st_size
+        return
+    on_disk = sorted(os.listdir(path))
+    assert sorted(m["files"]) == on_disk and "toc.dat" in on_disk
+    lines = b""
+    for rel in on_disk:
+        data = (path / rel).read_bytes()
+        assert m["files"][rel] == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, rel
+        lines += b"%s\0%d\0%s\n" % (rel.encode(), len(data), hashlib.sha256(data).hexdigest().encode())
+    assert m["sha256"] == hashlib.sha256(lines).hexdigest()
+    assert m["size_bytes"] == sum(f["size"] for f in m["files"].values())
+    assert set(r["timings"]) >= {"connect_s", "dump_s", "verify_s", "row_counts_s", "checksum_s", "total_s"}
+    # the deployment check (roles/validation) recomputes the same checksum independently
+    found = json.loads(subprocess.run([sys.executable, str(NEWEST), str(dest)], check=True, capture_output=True,
+                                      text=True).stdout)
+    assert found["found"] and found["newest"]["name"] == m["name"], found
+
+
+def test_corrupted_file_of_a_directory_backup_is_refused_on_restore(server, dest, baseline, fingerprint, run_module):
+    b = ok(run_module("pg_backup", backup(server, dest, format="directory", jobs=2)))
+    biggest = max(b["backup"]["files"], key=lambda rel: b["backup"]["files"][rel]["size"])
+    target = os.path.join(b["path"], biggest)
+    with open(target, "r+b") as fh:  # one byte flipped, same size: only the content checksum can tell
+        first = fh.read(1)
+        fh.seek(0)
+        fh.write(bytes([first[0] ^ 0xFF]))
+    before = listing(dest)
+    r = run_module("pg_restore", restore_args(server, b["manifest_path"], confirm=True))
+    assert_failed(r, "Failed to verify backup ")
+    assert "checksum mismatch" in r["msg"] and biggest in r["msg"], r["msg"]
+    assert listing(dest) == before and fingerprint(server) == baseline
+    found = json.loads(subprocess.run([sys.executable, str(NEWEST), str(dest)], check=True, capture_output=True,
+                                      text=True).stdout)
+    assert not found["found"] and "checksum mismatch" in found["checked"][0]["reason"], found
+
+
+def test_row_counts_only_when_asked(server, dest, baseline, run_module):
+    exact = ok(run_module("pg_backup", backup(server, dest, format="directory", jobs=2, label="exact")))
+    assert exact["backup"]["row_counts"] == "exact"  # the default: pg_restore checks them after a restore
+    assert exact["backup"]["tables"] == {"public." + t: n for t, (n, _) in baseline.items()}
+    assert any(a.startswith("--snapshot=") for a in exact["commands"][0])
+    none = ok(run_module("pg_backup", backup(server, dest, format="directory", jobs=2, label="none",
+                                             row_counts="none")))
+    m = none["backup"]
+    assert m["row_counts"] == "none" and set(m["tables"]) == set(exact["backup"]["tables"])
+    assert all(v is None for v in m["tables"].values())
+    assert not any(a.startswith("--snapshot=") for a in none["commands"][0])  # no snapshot exported
+    assert none["timings"]["row_counts_s"] < 0.05
 
 
 def test_backup_table_and_schema_filters(server, dest, run_module):

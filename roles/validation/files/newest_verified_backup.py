@@ -7,10 +7,12 @@ Usage: newest_verified_backup.py DIR [KIND] [--no-verify]   (KIND: logical (defa
 backup whose manifest is complete and whose files exist, with "verified": false.
 
 Reads every <name>.manifest.json (pg_backup's manifest format, module_utils/_manifest.py), newest
-'created' first, and recomputes the sha256 of the backup it names: a file's sha256, or for a
-directory the sha256 over its files in sorted relative-path order, each fed as
-"relpath NUL size NUL contents". Forensic backups and partial backups are ignored. Prints one JSON
-object: {"found": bool, "newest": {...manifest summary, "age_h"}, "checked": [{path, ok, reason}]}.
+'created' first, and recomputes the sha256 of the backup it names: a file's sha256; for a directory
+with "sha256_scheme": "files" one sha256 per file (in parallel threads) and the sha256 over the sorted
+lines "relpath NUL size NUL sha256 LF"; for a directory of an older manifest (no sha256_scheme) the
+sha256 over its files in sorted relative-path order, each fed as "relpath NUL size NUL contents".
+Forensic backups and partial backups are ignored. Prints one JSON object:
+{"found": bool, "newest": {...manifest summary, "age_h"}, "checked": [{path, ok, reason}]}.
 Reads only.
 """
 import datetime
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 
 SUFFIX = ".manifest.json"
 REQUIRED = ("name", "path", "kind", "format", "sha256")
@@ -51,6 +54,42 @@ def sha256_path(path):
             digest.update(str(os.path.getsize(full)).encode("ascii") + b"\0")
             feed(digest, full)
     return digest.hexdigest()
+
+
+def sha256_files(path):
+    """sha256_scheme "files": each file hashed once in parallel threads, then the sorted listing."""
+    rels = files_below(path)
+    sums = {}
+    pending = list(rels)
+    lock = threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                if not pending:
+                    return
+                rel = pending.pop()
+            digest = hashlib.sha256()
+            full = os.path.join(path, rel)
+            feed(digest, full)
+            with lock:
+                sums[rel] = (os.path.getsize(full), digest.hexdigest())
+
+    threads = [threading.Thread(target=work) for _ in range(max(1, min(8, os.cpu_count() or 1, len(rels))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    listing = hashlib.sha256()
+    for rel in sorted(sums):
+        listing.update(("%s\0%d\0%s\n" % (rel, sums[rel][0], sums[rel][1])).encode("utf-8"))
+    return listing.hexdigest()
+
+
+def checksum(data):
+    if os.path.isdir(data["path"]) and data.get("sha256_scheme") == "files":
+        return sha256_files(data["path"])
+    return sha256_path(data["path"])
 
 
 def parse_time(text):
@@ -104,7 +143,7 @@ def main():
         if problem is None and not os.path.exists(data["path"]):
             problem = "the backup named by the manifest does not exist"
         if problem is None and verify:
-            actual = sha256_path(data["path"])
+            actual = checksum(data)
             if actual != data["sha256"]:
                 problem = "checksum mismatch (manifest %s, actual %s)" % (data["sha256"][:12], actual[:12])
         if problem is None:

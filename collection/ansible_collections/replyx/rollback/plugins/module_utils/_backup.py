@@ -7,6 +7,11 @@ A backup is written to ``<name>.partial``, checked (tool exit code *and* stderr,
 ``pg_restore --list`` or the plain dump's completion comment, or ``pg_verifybackup``), made private
 (0600/0700), checksummed, renamed to ``<name>`` and only then described by ``<name>.manifest.json``.
 A backup without a manifest is never complete. On any failure the partial is removed.
+
+After pg_dump, every file it wrote is read exactly once: in parallel threads that hash it (one sha256
+per file, ``sha256_scheme: files``) and chmod it 0600 through the open file, while the main thread runs
+``pg_restore --list`` and the row counts in the dump's snapshot. A plain dump is scanned for its
+completion comment in the same read that hashes it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -17,14 +22,17 @@ import datetime
 import json
 import os
 import re
+import hashlib
 import shutil
 import tarfile
+import threading
 import time
 
 from ansible_collections.replyx.rollback.plugins.module_utils._errors import (
     CommandFailure, ConnectionFailure, InputError, ReplyxError, SafetyRefusal)
 from ansible_collections.replyx.rollback.plugins.module_utils._manifest import (
-    MANIFEST_SUFFIX, load_manifest, sha256_path, size_path, verify_manifest, write_manifest)
+    MANIFEST_SUFFIX, SCHEME_FILES, files_digest, hash_file, hash_files, load_manifest, verify_manifest,
+    write_manifest)
 from ansible_collections.replyx.rollback.plugins.module_utils._pg import (
     connection_settings, pg_bin, pg_env, psycopg_kwargs)
 
@@ -281,22 +289,80 @@ PLAIN_COPY_RE = re.compile(r"^COPY (?P<table>[^ (]+) \(")
 PLAIN_EXT_RE = re.compile(r"^CREATE EXTENSION IF NOT EXISTS (?P<ext>\"?[\w-]+\"?)")
 
 
-def scan_plain(path):
-    """Tables with data (COPY targets), extensions, and whether the completion comment is there."""
+def scan_plain(path, digest=None, mode=None):
+    """Tables with data (COPY targets), extensions, and whether the completion comment is there.
+
+    ``digest``: a hashlib object fed every byte of the file in the same read (one pass, not two);
+    ``mode``: chmod the open file to it first."""
     tables, extensions, complete = [], [], False
-    with open(path, "r", errors="replace") as fh:
-        for line in fh:
-            if line.startswith("COPY "):
-                m = PLAIN_COPY_RE.match(line)
+    with open(path, "rb") as fh:
+        if mode is not None:
+            os.fchmod(fh.fileno(), mode)
+        for raw in fh:
+            if digest is not None:
+                digest.update(raw)
+            if raw.startswith(b"COPY "):
+                m = PLAIN_COPY_RE.match(raw.decode("utf-8", "replace"))
                 if m:
                     tables.append(m.group("table").replace('"', ""))
-            elif line.startswith("CREATE EXTENSION"):
-                m = PLAIN_EXT_RE.match(line)
+            elif raw.startswith(b"CREATE EXTENSION"):
+                m = PLAIN_EXT_RE.match(raw.decode("utf-8", "replace"))
                 if m:
                     extensions.append(m.group("ext").strip('"'))
-            elif line.startswith(PLAIN_COMPLETE):
+            elif raw.startswith(PLAIN_COMPLETE.encode("ascii")):
                 complete = True
     return tables, extensions, complete
+
+
+def private_dirs(path):
+    """0700 for a directory and every directory below it (files are chmodded by the hashing pass)."""
+    os.chmod(path, 0o700)
+    for dirpath, dirnames, dummy in os.walk(path):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o700)
+
+
+class BackgroundChecksum(object):
+    """Hash (and chmod 0600) the files of a finished dump in threads while the caller verifies and counts.
+
+    ``result()`` joins and returns (sha256, size, files); it re-raises the thread's error. Always call
+    ``join()`` before removing the path (the error path of the caller does)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.value = None
+        self.error = None
+        self.seconds = None
+        self.thread = threading.Thread(target=self._run, name="replyx-checksum")
+        self.thread.daemon = True
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def _run(self):
+        t0 = time.time()
+        try:
+            if os.path.isdir(self.path):
+                private_dirs(self.path)
+                files = hash_files(self.path, file_mode=0o600)
+                self.value = (files_digest(files), sum(f["size"] for f in files.values()), files)
+            else:
+                size, hexdigest = hash_file(self.path, 0o600)
+                self.value = (hexdigest, size, None)
+        except BaseException as exc:  # re-raised by result()
+            self.error = exc
+        self.seconds = round(time.time() - t0, 3)
+
+    def join(self):
+        if self.thread.is_alive() or self.thread.ident is not None:
+            self.thread.join()
+
+    def result(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def parse_backup_label(text):
@@ -464,6 +530,8 @@ class Backup(object):
         self.dest = os.path.abspath(self.params["dest"])
         self.env = tool_env(self.settings)
         self.commands = []
+        self.timings = {}
+        self.checksum = None
         self.obj = "database %s" % self.database if self.kind == "logical" else "cluster %s:%s" % (
             self.settings.get("login_unix_socket") or self.settings.get("login_host"), self.settings.get("login_port"))
         self.verb = "back up"
@@ -511,10 +579,13 @@ class Backup(object):
                                     label=label), deleted=would_delete,
                         msg="check mode: would write %s" % path)
 
+        t0 = time.time()
         manifest = self._make(path, partial, name, label, tools)
         deleted = self._retention(protected=(name,))
+        self.timings["total_s"] = round(time.time() - t0, 3)
         return dict(changed=True, backup=manifest, path=path, manifest_path=manifest["manifest_path"],
-                    commands=self.commands, deleted=deleted, msg="backup %s written and verified" % path)
+                    commands=self.commands, deleted=deleted, timings=self.timings,
+                    msg="backup %s written and verified" % path)
 
     # -- steps
     def _existing(self, path, label):
@@ -596,6 +667,7 @@ class Backup(object):
         started = utcnow()
         t0 = time.time()
         remove_path(partial)  # our own leftover from an interrupted run
+        self.checksum = None
         snapshot_conn = connect(self.settings, self.verb, self.obj, autocommit=False)
         try:
             try:
@@ -607,6 +679,7 @@ class Backup(object):
                     with snapshot_conn.cursor() as cur:
                         cur.execute("SELECT pg_export_snapshot()")
                         snapshot = cur.fetchone()[0]
+                self.timings["connect_s"] = round(time.time() - t0, 3)
                 extra = self._produce(partial, tools, label or name, snapshot, facts, snapshot_conn)
             except psycopg.Error as exc:
                 raise ConnectionFailure("lost the connection (%s)" % str(exc).strip().splitlines()[0],
@@ -617,23 +690,30 @@ class Backup(object):
                     snapshot_conn.close()
                 except psycopg.Error:
                     pass
-            make_private(partial)
-            digest = sha256_path(partial)
-            size = size_path(partial)
+            if self.checksum is None:  # physical backups: hashed after pg_verifybackup
+                self.checksum = BackgroundChecksum(partial).start()
+            t_wait = time.time()
+            digest, size, files = self.checksum.result()
+            self.timings["checksum_wait_s"] = round(time.time() - t_wait, 3)
+            self.timings["checksum_s"] = self.checksum.seconds
             os.rename(partial, path)
         except BaseException:
+            if self.checksum is not None:
+                self.checksum.join()  # never remove files a hashing thread still reads
             remove_path(partial)
             raise
         finished = utcnow()
         manifest = dict(
             id=name, name=name, path=path, database=self.database if self.kind == "logical" else None,
-            kind=self.kind, format=self.fmt, size_bytes=size, sha256=digest,
+            kind=self.kind, format=self.fmt, size_bytes=size, sha256=digest, sha256_scheme=SCHEME_FILES,
             server_version=facts["server_version"], server_version_num=facts["server_version_num"],
             alembic_revision=facts["alembic_revision"], label=label, created=iso(finished),
             started=iso(started), duration_s=round(time.time() - t0, 3), verified=True,
             forensic=self.forensic, host=self.settings.get("login_unix_socket") or self.settings.get("login_host"),
             port=self.settings.get("login_port"),
         )
+        if files is not None:
+            manifest["files"] = files
         manifest.update(extra)
         try:
             manifest["manifest_path"] = write_manifest(path, manifest)
@@ -647,16 +727,24 @@ class Backup(object):
             return self._basebackup(partial, tools, label, facts)
         argv = dump_argv(tools["pg_dump"], partial, self.fmt, self.params, snapshot)
         self.commands.append(argv)
+        t0 = time.time()
         run(self.module, argv, self.verb, self.obj, self.env)
-        extra = dict(tool_version=tool_version(self.module, tools["pg_dump"]), row_counts=self.params["row_counts"],
-                     options=dict((k, self.params.get(k)) for k in OPTION_KEYS))
-        extra["pg_dump_version"] = extra["tool_version"]
+        t1 = time.time()
+        self.timings["dump_s"] = round(t1 - t0, 3)
         if self.fmt == "plain":
-            tables, extensions, complete = scan_plain(partial)
+            # One read: the completion comment, the COPY targets and the sha256 together.
+            digest = hashlib.sha256()
+            tables, extensions, complete = scan_plain(partial, digest, mode=0o600)
             if not complete:
                 raise CommandFailure("the plain dump does not end with '%s' (truncated)" % PLAIN_COMPLETE,
                                      verb=self.verb, obj=self.obj)
+            done = BackgroundChecksum(partial)
+            done.value, done.seconds = (digest.hexdigest(), os.path.getsize(partial), None), round(time.time() - t1, 3)
+            self.checksum = done
         else:
+            # The files are hashed (and made private) in threads while pg_restore --list reads the TOC and
+            # the rows are counted in the snapshot: the dump is read once, and the three overlap.
+            self.checksum = BackgroundChecksum(partial).start()
             argv = verify_argv(tools["pg_restore"], partial)
             self.commands.append(argv)
             out, dummy = run(self.module, argv, "verify", "backup %s" % partial, self.env)
@@ -664,8 +752,14 @@ class Backup(object):
             if not entries:
                 raise CommandFailure("pg_restore --list found no entries", verb="verify", obj="backup %s" % partial)
             tables, extensions = toc_tables(entries), toc_extensions(entries)
+        self.timings["verify_s"] = round(time.time() - t1, 3)
+        extra = dict(tool_version=tool_version(self.module, tools["pg_dump"]), row_counts=self.params["row_counts"],
+                     options=dict((k, self.params.get(k)) for k in OPTION_KEYS))
+        extra["pg_dump_version"] = extra["tool_version"]
         extra["extensions"] = extensions
+        t2 = time.time()
         extra["tables"] = self._row_counts(conn, tables)
+        self.timings["row_counts_s"] = round(time.time() - t2, 3)
         return extra
 
     def _row_counts(self, conn, tables):

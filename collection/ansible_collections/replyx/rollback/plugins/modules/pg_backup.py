@@ -23,7 +23,11 @@ description:
     to the backup with the sha256 checksum, size, server version, the alembic revision (when the database has an
     C(alembic_version) table), the row count of every table in the backup, and for physical backups the start and
     stop LSN, timeline and WAL file names.
-  - Row counts are taken in the very snapshot pg_dump backs up (C(--snapshot)), so they match the backup exactly.
+  - Every file the tool wrote is read once after it exits - in parallel threads that hash it and make it private,
+    while C(pg_restore --list) verifies the archive and the rows are counted; a plain dump is checked for its
+    completion comment in the same read that hashes it.
+  - Row counts (O(row_counts=exact), the default) are taken in the very snapshot pg_dump backs up (C(--snapshot)),
+    so they match the backup exactly; M(replyx.rollback.pg_restore) compares them after a restore.
   - With O(label), the backup is idempotent - an existing backup with that label whose checksum still matches its
     manifest is returned unchanged (C(changed=false)).
   - Retention (O(keep_last), O(max_age_days)) removes older backups of the same database and kind in O(dest), never
@@ -107,8 +111,11 @@ options:
   row_counts:
     description:
       - How the manifest counts the rows of each backed-up table.
-      - C(exact) counts in the snapshot the dump is taken from; C(estimate) uses the planner's statistics;
-        C(none) records no counts (the restore then cannot compare them).
+      - C(exact) counts in the snapshot the dump is taken from (the default, because the restore compares them
+        and C(playbooks/backup.yml) shows them); C(estimate) uses the planner's statistics; C(none) records no
+        counts and exports no snapshot (the restore then cannot compare them).
+      - The counts run while the dump's files are hashed, so they seldom add to the backup's time; the
+        benchmark (C(docs/benchmarks.md)) measures C(exact) against C(none).
     type: str
     default: exact
     choices: [exact, estimate, none]
@@ -133,8 +140,11 @@ options:
       - After the backup, delete backups of the same database and kind in O(dest) older than this many days.
     type: float
 notes:
-  - The manifest's C(sha256) of a directory backup is the sha256 over its files in sorted relative-path order, each
-    fed as C(relative path NUL size NUL contents).
+  - The manifest's C(sha256) of a file backup is the file's sha256. Of a directory backup (C(sha256_scheme) C(files))
+    it is the sha256 over one line per file in sorted relative-path order, C(relative path NUL size NUL sha256 LF),
+    and C(files) lists every file's size and sha256, so a restore names the file that differs.
+  - Manifests written before C(sha256_scheme) existed (directory sha256 over the files' contents in sorted order)
+    still verify.
   - Forensic backups taken by M(replyx.rollback.pg_restore) are never removed by retention.
 requirements:
   - psycopg >= 3.1 on the managed host
@@ -211,9 +221,17 @@ backup:
       type: int
       sample: 1048576
     sha256:
-      description: sha256 of the backup file, or of the directory's files.
+      description: sha256 of the backup file, or of the directory's per-file checksums (see the notes).
       type: str
       sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    sha256_scheme:
+      description: How RV(backup.sha256) is computed; C(files) (one sha256 per file, hashed in parallel).
+      type: str
+      sample: files
+    files:
+      description: Directory backups - size and sha256 of every file, by relative path.
+      type: dict
+      sample: {"toc.dat": {"size": 2048, "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}}
     server_version:
       description: Server version at backup time.
       type: str
@@ -302,6 +320,16 @@ commands:
   sample: [["/usr/bin/pg_dump", "--format=custom", "--file=/var/backups/replyx/chatai-x.dump.partial",
             "--no-password", "--snapshot=00000003-00000002-1"], ["/usr/bin/pg_restore", "--list",
             "/var/backups/replyx/chatai-x.dump.partial"]]
+timings:
+  description:
+    - Seconds of the module's own steps - C(connect_s) (connection, server facts, snapshot), C(dump_s) (the tool),
+      C(verify_s) (C(pg_restore --list) or the plain dump's scan), C(row_counts_s), C(checksum_s) (the hashing
+      threads, overlapping the previous two), C(checksum_wait_s) (waited for them afterwards) and C(total_s).
+    - The time of the task minus C(total_s) is Ansible's start-up and the module's load.
+  returned: when a backup was written
+  type: dict
+  sample: {"connect_s": 0.02, "dump_s": 2.4, "verify_s": 0.01, "row_counts_s": 0.04, "checksum_s": 0.2,
+           "checksum_wait_s": 0.15, "total_s": 2.6}
 deleted:
   description: Backups removed by retention (check mode - that would be removed).
   returned: always

@@ -288,3 +288,93 @@ def test_destination_that_is_a_file_is_refused(tmp_path, bin_dir):
     with pytest.raises(InputError) as err:
         Backup(FakeModule(dest=str(f), pg_bin_dir=bin_dir)).run()
     assert "is not a directory" in err.value.msg
+
+
+# ----------------------------------------------------------------------------- the dump read once
+
+class DumpingModule(FakeModule):
+    """pg_dump writes a directory archive; pg_restore --list lists it."""
+
+    TOC = "; Archive created\n3001; 1259 16390 TABLE DATA public users chatai\n"
+
+    def run_command(self, argv, **kwargs):
+        self.calls.append(argv)
+        if os.path.basename(argv[0]) == "pg_dump" and "--version" not in argv:
+            out = [a for a in argv if a.startswith("--file=")][0][len("--file="):]
+            os.mkdir(out, 0o700)
+            for name, size in (("toc.dat", 2048), ("3001.dat", 3 * 1024 * 1024 + 7), ("3002.dat", 0)):
+                with open(os.path.join(out, name), "wb") as fh:
+                    fh.write(os.urandom(size))
+                os.chmod(os.path.join(out, name), 0o644)
+            return 0, "", ""
+        if os.path.basename(argv[0]) == "pg_restore":
+            return 0, self.TOC, ""
+        return 0, "pg_dump (PostgreSQL) 18.1\n", ""
+
+
+class FakeCursor(object):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def execute(self, query, *a):
+        self.query = query
+
+    def fetchone(self):
+        return ("18.1", 180001, 16777216, False)
+
+
+class SnapshotConn(FakeConn):
+    def cursor(self):
+        return FakeCursor()
+
+    def rollback(self):
+        pass
+
+
+def test_directory_backup_hashes_every_file_once_into_the_manifest(tmp_path, bin_dir, monkeypatch):
+    monkeypatch.setattr(_backup, "connect", lambda *a, **k: SnapshotConn())
+    module = DumpingModule(dest=str(tmp_path / "b"), label="x", format="directory", jobs=2, pg_bin_dir=bin_dir,
+                           row_counts="none")
+    result = Backup(module).run()
+    m = result["backup"]
+    path = tmp_path / "b" / "chatai-x.dir"
+    assert m["sha256_scheme"] == "files" and sorted(m["files"]) == sorted(os.listdir(str(path)))
+    for rel, entry in m["files"].items():
+        data = (path / rel).read_bytes()
+        assert entry == dict(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        assert oct((path / rel).stat().st_mode & 0o777) == "0o600"
+    assert m["tables"] == {"public.users": None} and m["verified"] is True
+    assert set(result["timings"]) >= {"dump_s", "verify_s", "checksum_s", "checksum_wait_s", "total_s"}
+    assert not os.path.exists(str(path) + ".partial")
+
+
+def test_a_failed_hash_leaves_no_backup_that_looks_complete(tmp_path, bin_dir, monkeypatch):
+    monkeypatch.setattr(_backup, "connect", lambda *a, **k: SnapshotConn())
+
+    def broken(root, file_mode=None, threads=None):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(_backup, "hash_files", broken)
+    dest = tmp_path / "b"
+    module = DumpingModule(dest=str(dest), label="x", format="directory", jobs=2, pg_bin_dir=bin_dir,
+                           row_counts="none")
+    with pytest.raises(OSError):
+        Backup(module).run()
+    assert os.listdir(str(dest)) == []  # no partial, no backup, no manifest
+
+
+def test_a_failed_verification_waits_for_the_hash_then_removes_the_partial(tmp_path, bin_dir, monkeypatch):
+    monkeypatch.setattr(_backup, "connect", lambda *a, **k: SnapshotConn())
+    DumpingModule.TOC, saved = "", DumpingModule.TOC
+    try:
+        dest = tmp_path / "b"
+        module = DumpingModule(dest=str(dest), label="x", format="directory", jobs=2, pg_bin_dir=bin_dir,
+                               row_counts="none")
+        with pytest.raises(_backup.CommandFailure) as err:
+            Backup(module).run()
+        assert "found no entries" in err.value.reason
+        assert os.listdir(str(dest)) == []
+    finally:
+        DumpingModule.TOC = saved
