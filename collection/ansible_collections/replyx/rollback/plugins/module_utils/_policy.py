@@ -800,7 +800,7 @@ def choose_restore_method(req, restore):
               "a logical restore would reload every row and rebuild every index (the pgvector hnsw index too)"
               % (base.get("name") or backup, wal, target.get("stops") or "at its consistency point "
                  + _lsn_time(base.get("stop_lsn"), base.get("stop_time")),
-                 ("; %s file(s) differ from the backup and are copied, %s unchanged"
+                 ("; at planning %s file(s) differed from the backup (the delta copies only those), %s did not"
                   % (delta.get("copied"), delta.get("skipped"))) if "copied" in delta else ""))
     return "physical", reason + (" (forced by restore_method=physical)" if want == "physical" else "")
 
@@ -1061,7 +1061,8 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
     if code_rollback or recovery == "none":
         rollback_type = lvl["rollback_type"]
     else:
-        rollback_type = "Database backup restoration" if recovery == "restore" else "Point-in-time recovery"
+        rollback_type = ("Database backup restoration (%s)" % restore_method if recovery == "restore"
+                         else "Point-in-time recovery")
 
     plan = {
         "run_id": run_id,

@@ -438,7 +438,7 @@ PLANS = [
     ("critical, tables restore only", {"level": "critical", "recovery": "restore", "recovery_backup": "/m.json",
                                        "restore_mode": "tables", "restore_tables": "users,dialogs",
                                        "code_rollback": "no"}, state(), False, {
-        "rollback_type": "Database backup restoration", "restore_tables": ["users", "dialogs"],
+        "rollback_type": "Database backup restoration (logical)", "restore_tables": ["users", "dialogs"],
         "restore_mode": "tables", "code_rollback": False}),
     ("critical, hosts run different releases", {"level": "critical"},
      state(2, 1, be_hist=[h("v1.1.0"), h("v1.2.0"), h("v1.3.0")]), False, {"backend_release_before": "v1.2.0"}),
@@ -1111,8 +1111,8 @@ RESTORE = {"level": "critical", "recovery": "restore", "recovery_backup": "/b/m.
 RESTORE_METHODS = [
     ("auto, a verified physical backup whose WAL is complete: physical", {}, PHYSICAL_MANIFEST, PROBE, "physical",
      ["physical: base backup base-x verified (sha256), WAL complete in the archive from 000000010000000000000005 to "
-      "000000010000000000000009; recovery stops at the consistency point 0/5000120, the backup's own point; 12 "
-      "file(s) differ from the backup and are copied, 980 unchanged; a logical restore would reload every row and "
+      "000000010000000000000009; recovery stops at the consistency point 0/5000120, the backup's own point; at planning 12 "
+      "file(s) differed from the backup (the delta copies only those), 980 did not; a logical restore would reload every row and "
       "rebuild every index (the pgvector hnsw index too)"]),
     ("forced physical: said so", {"restore_method": "physical"}, PHYSICAL_MANIFEST, PROBE, "physical",
      ["physical: base backup base-x", "(forced by restore_method=physical)"]),
@@ -1138,6 +1138,7 @@ RESTORE_METHODS = [
 def test_restore_method(raw, manifest, probe, method, reasons):
     plan = plan_for(dict(RESTORE, **raw), restore_state(manifest, probe), check=True)
     assert plan["restore_method"] == method
+    assert plan["rollback_type"] == "Database backup restoration (%s)" % method
     assert plan["restore_method_requested"] == raw.get("restore_method", "auto")
     for reason in reasons:
         assert reason in plan["restore_method_reason"]
