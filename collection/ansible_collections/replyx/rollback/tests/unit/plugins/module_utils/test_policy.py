@@ -1098,8 +1098,9 @@ PROBE = {"changed": False, "base_backup": {"name": "base-x", "verified": True, "
                     "gap": None},
          "target": {"kind": "immediate", "stops": "at the consistency point 0/5000120"},
          "delta": {"copied": 12, "skipped": 980, "removed": 1, "preview": True}}
-PROBE_FAILED = {"failed": True, "msg": "Failed to verify WAL continuity: segment 000000010000000000000005 is missing: "
-                                      "the base backup's own WAL (0/5000028..0/5000120) is not complete in the archive"}
+PROBE_FAILED = {"failed": True,
+                "msg": "Failed to verify WAL continuity: segment 000000010000000000000005 is missing: the base backup's own "
+                       "WAL (0/5000028..0/5000120) is not complete in the archive"}
 
 
 def restore_state(manifest=None, physical=None):
