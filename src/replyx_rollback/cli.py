@@ -4,6 +4,7 @@
   replyx-rollback run high --target widget_version --approval lead:team_lead:INC-7 --approval dba:executive:INC-7
   replyx-rollback run critical --recovery pitr --recovery-target-time '2026-11-24 05:40:00+00' --approval ...
   replyx-rollback restore --backup <manifest> [--mode tables --tables users,dialogs] --approval ... --approval ...
+  replyx-rollback restore --backup <manifest> --method physical ...   # auto (default) | logical | physical
   replyx-rollback pitr --target-time '2026-11-24 05:40:00+00' --approval ... --approval ...
   replyx-rollback triage | validate | preflight | backup | lab-status
   replyx-rollback approve --digest <plan digest> --key ~/.ssh/id_ed25519 -o alice.sig   # an approver signs the plan
@@ -31,6 +32,7 @@ LEVELS = ("critical", "high", "medium", "low", "auto")
 COMPONENTS = ("backend", "workers", "config", "dependencies", "worker_config", "indexes")
 RECOVERIES = ("none", "restore", "pitr")
 RESTORE_MODES = ("full", "tables", "schema_only")
+RESTORE_METHODS = ("auto", "logical", "physical")  # module_utils/_policy.py RESTORE_METHODS (tests/tooling/test_cli.py)
 PROCEDURES = {"triage": "triage.yml", "validate": "validate.yml", "preflight": "preflight.yml",
               "backup": "backup.yml", "lab-status": "lab_status.yml"}
 
@@ -150,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--recovery", choices=RECOVERIES, help="critical only: also recover the database "
                        "(restore needs --recovery-backup, pitr needs --recovery-target-time)")
         s.add_argument("--recovery-backup", metavar="MANIFEST", help="backup manifest for --recovery restore")
+        s.add_argument("--restore-method", choices=RESTORE_METHODS, help="for --recovery restore: auto (default: "
+                       "physical for a verified physical base backup with its WAL archived), logical or physical")
         s.add_argument("--recovery-target-time", metavar="TIME", help="'YYYY-MM-DD HH:MM:SS+00' for --recovery pitr")
         s.add_argument("--takeover-stale-lock", action="store_true",
                        help="take over the lock of a run that died (its PID is gone or its TTL expired)")
@@ -158,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backup", required=True, metavar="MANIFEST", help="the backup's manifest (pg_backup)")
     s.add_argument("--mode", choices=RESTORE_MODES, default=None, help="full (default), tables or schema_only")
     s.add_argument("--tables", help="comma-separated tables for --mode tables")
+    s.add_argument("--method", choices=RESTORE_METHODS, default=None,
+                   help="auto (default: physical when --backup is a verified physical base backup whose WAL is "
+                        "archived and --mode is full, else logical), logical (pg_restore) or physical (the base "
+                        "backup put back, WAL replayed to its end point); the plan says which and why")
     _approvals(s)
     s = sub.add_parser("pitr", help="recover the database to a point in time (playbooks/pitr.yml)")
     _common(s)
@@ -236,6 +244,8 @@ def _request(args) -> tuple[str, dict, bool]:
             extravars["restore_mode"] = args.mode
         if args.tables:
             extravars["restore_tables"] = args.tables
+        if args.method:
+            extravars["restore_method"] = args.method
         playbook, check = "restore.yml", args.check
     elif args.command == "pitr":
         extravars["recovery_target_time"] = args.target_time
@@ -244,7 +254,7 @@ def _request(args) -> tuple[str, dict, bool]:
         playbook, check = "rollback.yml", args.command == "plan"
         extravars["level"] = args.level
         for key in ("target", "component", "window", "stable_release", "recovery", "recovery_backup",
-                    "recovery_target_time"):
+                    "recovery_target_time", "restore_method"):
             if getattr(args, key):
                 extravars[key] = getattr(args, key)
         if args.takeover_stale_lock:

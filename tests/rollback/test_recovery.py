@@ -136,3 +136,80 @@ def test_pitr_recovers_to_the_recorded_time(baseline, artifacts):
         raise
     finally:
         labutil.psql("drop table if exists pitr_probe")
+
+
+def _newest_base_manifest() -> str:
+    found = sorted((labutil.LAB_ROOT / "postgres" / "basebackups").glob("*.manifest.json"),
+                   key=lambda p: json.loads(p.read_text())["created"])
+    assert found, "no physical backup"
+    return str(found[-1])
+
+
+def _damage() -> None:
+    labutil.psql("delete from dialog_messages where id % 3 = 0")
+    labutil.psql("delete from balance_transactions where id % 2 = 0")
+    labutil.psql("drop table ai_token_usage")
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_restore_chooses_physical_or_logical_and_brings_every_row_back(baseline, artifacts):
+    """restore.yml three ways on one lab session: auto choosing physical (a verified base backup whose WAL is
+    archived), logical forced, auto choosing logical (a dump given); and physical forced on a dump refused."""
+    label = f"method-test-{int(time.time())}"
+    _play("backup.yml", "-e", f"backup_label={label}", artifacts=artifacts)
+    _play("backup.yml", "-e", "backup_kind=physical", artifacts=artifacts)
+    dump, base = _manifest(label), _newest_base_manifest()
+    base_name = json.loads(open(base).read())["name"]
+    good = fingerprints()
+    forensic_dir = labutil.LAB_ROOT / "postgres" / "forensic"
+
+    # physical forced on a dump: refused before the lock, naming what is missing; nothing changed
+    proc = labutil.playbook("restore.yml", "-e", f"recovery_backup={dump}", "-e", "restore_method=physical",
+                            "-e", f"approvals={TWO}", REPLYX_ARTIFACTS_DIR=artifacts)
+    assert proc.returncode != 0
+    assert "restore_method=physical needs a verified physical base backup whose WAL is in the archive" in _flat(proc.stdout)
+    assert "backup.yml -e backup_kind=physical" in _flat(proc.stdout)
+    assert fingerprints() == good and not LOCK_FILE.exists()
+
+    # auto with the base backup: physical, and the plan says why (in --check, which changes nothing)
+    _damage()
+    damaged = labutil.psql("select count(*) from dialog_messages")
+    check = _play("restore.yml", "-e", f"recovery_backup={base}", "-e", f"approvals={TWO}", "--check",
+                  artifacts=artifacts)
+    assert f"Restore method: physical: base backup {base_name} verified (sha256), WAL complete in the archive" \
+        in _flat(check.stdout)
+    assert labutil.psql("select count(*) from dialog_messages") == damaged
+    assert labutil.psql("select to_regclass('ai_token_usage') is null") == "True"
+    timeline = int(labutil.psql("select timeline_id from pg_control_checkpoint()"))
+    forensic_before = set(forensic_dir.glob("data-*"))
+    _play("restore.yml", "-e", f"recovery_backup={base}", "-e", f"approvals={TWO}", artifacts=artifacts)
+    assert fingerprints() == good
+    assert int(labutil.psql("select timeline_id from pg_control_checkpoint()")) == timeline + 1
+    assert labutil.psql("show archive_mode") == "on"
+    copies = set(forensic_dir.glob("data-*")) - forensic_before
+    assert len(copies) == 1 and (copies.pop() / "PG_VERSION").exists(), "the damaged data directory must be kept"
+    report = _flat(reports(artifacts)[-1].read_text())
+    assert "Database backup restoration (physical)" in report and "**Outcome:** SUCCESS" in report
+    assert f"(physical: base backup {base_name} verified (sha256), WAL complete in the archive" in report
+    assert "a logical restore would reload every row and rebuild every index" in report
+    assert f"physically restored base backup {base_name}" in report and "changed by the restore: chatai.public." in report
+    assert "PITR coverage restored" in report
+    assert "are not in the physically restored database; the forensic copy of the data directory" in report
+    assert labutil.http_json(labutil.BACKEND_URL + "/health")[0] == 200
+    assert not LOCK_FILE.exists()
+
+    # logical forced, then auto with the dump: logical both times, the forensic backup kept
+    for extra, why in ((["-e", "restore_method=logical"], "(logical: forced by restore_method=logical"),
+                       ([], "(logical: recovery_backup is a logical dump (pg_dump")):
+        _damage()
+        _play("restore.yml", "-e", f"recovery_backup={dump}", *extra, "-e", f"approvals={TWO}", artifacts=artifacts)
+        assert fingerprints() == good, extra
+        report = _flat(reports(artifacts)[-1].read_text())
+        assert "Database backup restoration (logical)" in report and "**Outcome:** SUCCESS" in report
+        assert why in report and "logically restored" in report
+        forensic = report.split("the forensic backup ", 1)[1].split(" ", 1)[0]
+        assert (forensic_dir / forensic).exists(), forensic
+    assert not LOCK_FILE.exists()

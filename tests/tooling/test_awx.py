@@ -42,6 +42,17 @@ def test_rollback_survey_offers_exactly_the_policy_choices():
     assert survey["target"]["choices"] == list(inventory["rollback_named_targets"])
 
 
+def test_restore_survey_offers_exactly_the_restore_methods():
+    from ansible_collections.replyx.rollback.plugins.module_utils._policy import RESTORE_METHODS  # noqa: PLC0415
+
+    c = _controller()
+    restore = next(j for j in c["replyx_awx_job_templates"] if j["playbook"] == "playbooks/awx_restore.yml")
+    workflow = next(w for w in c["replyx_awx_workflows"] if w["name"] == "ReplyX - restore (approved)")
+    assert workflow["survey"] == restore["survey"]
+    method = {q["variable"]: q for q in restore["survey"]}["restore_method"]
+    assert method["choices"] == list(RESTORE_METHODS) and method["default"] == "auto" and not method["required"]
+
+
 def test_workflows_need_two_approval_nodes_before_the_data_changing_step():
     c = _controller()
     names = {j["name"] for j in c["replyx_awx_job_templates"]}

@@ -212,6 +212,8 @@ def test_cli_rejects_bad_input_naming_the_choices(tmp_path):
     assert proc.returncode == 2 and "--recovery restore needs --recovery-backup MANIFEST" in proc.stderr
     proc = _run("replyx-rollback", "restore", "--backup", "x.manifest.json", "--mode", "tables")
     assert proc.returncode == 2 and "--mode tables needs --tables" in proc.stderr
+    proc = _run("replyx-rollback", "restore", "--backup", "x.manifest.json", "--method", "fast")
+    assert proc.returncode == 2 and "invalid choice: 'fast'" in proc.stderr and "physical" in proc.stderr
 
 
 def test_cli_approve_signs_the_digest_for_the_run(tmp_path):
@@ -251,6 +253,21 @@ def test_cli_approve_signs_the_digest_for_the_run(tmp_path):
     args = cli.build_parser().parse_args(["pitr", "--target-time", "2026-11-24 05:40:00+00", "--signature",
                                           str(tmp_path)])
     assert cli._request(args)[1]["approval_signatures"] == [str(tmp_path)]
+
+
+def test_cli_passes_the_restore_method():
+    from replyx_rollback import cli  # noqa: PLC0415
+    from ansible_collections.replyx.rollback.plugins.module_utils._policy import RESTORE_METHODS  # noqa: PLC0415
+
+    assert cli.RESTORE_METHODS == RESTORE_METHODS
+    args = cli.build_parser().parse_args(["restore", "--backup", "/b/base.manifest.json", "--method", "physical"])
+    assert cli._request(args)[:2] == ("restore.yml", {"recovery_backup": "/b/base.manifest.json",
+                                                      "restore_method": "physical"})
+    args = cli.build_parser().parse_args(["restore", "--backup", "/b/x.manifest.json"])
+    assert "restore_method" not in cli._request(args)[1]  # the policy's default: auto
+    args = cli.build_parser().parse_args(["run", "critical", "--recovery", "restore", "--recovery-backup", "/b/x",
+                                          "--restore-method", "logical"])
+    assert cli._request(args)[1]["restore_method"] == "logical"
 
 
 def test_exit_codes_are_distinct_and_documented():

@@ -42,6 +42,11 @@ LEVEL_KEYS = ("issue", "rollback_type", "action", "window", "window_minutes", "a
 AUTO_MEASURES = ("failure_rate_percent", "p95_ratio_to_baseline", "failed_checks")
 RECOVERIES = ("none", "restore", "pitr")
 RESTORE_MODES = ("full", "tables", "schema_only")
+# How a restore puts the data back: "auto" (physical when the recovery_backup is a verified physical base backup
+# whose WAL is complete in the archive and the whole database is restored, else logical), or forced.
+RESTORE_METHODS = ("auto", "logical", "physical")
+# The manifest kinds of a physical base backup (as _pitr.PHYSICAL_KINDS; a unit test keeps them equal).
+PHYSICAL_KINDS = ("physical", "base", "basebackup")
 WINDOWS = ("", "now")
 HISTORY_GOOD = ("success", "rollback")
 PER_HOST_COMPONENTS = {"backend": "backend", "config": "backend", "dependencies": "backend",
@@ -54,7 +59,8 @@ _NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 # sha256 of these keys as canonical JSON, so --check and the executing run of one incident agree on it
 # (no run id, no execute/check flag, no text, no SQL preview: the steps name every revision it runs).
 DIGEST_KEYS = ("level", "action", "component", "recovery", "recovery_target_time", "recovery_backup", "restore_mode",
-               "restore_tables", "code_rollback", "rebuild_venv", "environment", "approval_role", "approvers_required",
+               "restore_tables", "restore_method", "code_rollback", "rebuild_venv", "environment", "approval_role",
+               "approvers_required",
                "data_can_be_lost", "revision_before", "revision_target", "would_drop_data", "order",
                "downgrade_scripts", "backend_release_before", "backend_release_target", "workers_release_before",
                "workers_release_target", "backend_hosts", "workers_hosts", "backend_batches", "workers_batches",
@@ -331,6 +337,13 @@ def parse_batch(value):
     raise PolicyError(problem)
 
 
+RESTORE_METHOD_CHOICES = (
+    "Valid restore methods: auto (the default: physical when recovery_backup is a verified physical base backup "
+    "whose WAL is complete in the archive and restore_mode is full, else logical), logical (pg_restore of a pg_dump "
+    "backup), physical (the base backup put back into the data directory, WAL replayed to its end) "
+    "(-e restore_method=auto|logical|physical).")
+
+
 def parse_request(raw, policy):
     """The operator's extra vars (named as in roles/rollback_policy/defaults/main.yml) plus ``named_targets``,
     normalised and validated. Refuses in the order the role did, with the same messages."""
@@ -355,6 +368,7 @@ def parse_request(raw, policy):
         "code_rollback": _bool("code_rollback", raw.get("code_rollback"), True),
         "restore_mode": _text(raw.get("restore_mode"), "full").lower().strip() or "full",
         "restore_tables": _csv_list(raw.get("restore_tables")),
+        "restore_method": _text(raw.get("restore_method"), "auto").lower().strip() or "auto",
         "window": _text(raw.get("window")).lower().strip(),
         "rebuild_venv": _bool("rebuild_venv", raw.get("rebuild_venv"), False),
         "takeover_stale_lock": _bool("takeover_stale_lock", raw.get("takeover_stale_lock"), False),
@@ -389,6 +403,16 @@ def parse_request(raw, policy):
     if req["restore_mode"] not in RESTORE_MODES or (req["restore_mode"] == "tables" and not req["restore_tables"]):
         raise PolicyError("restore_mode must be full, tables (with -e restore_tables=users,dialogs) or schema_only "
                           "(got %s)" % req["restore_mode"], obj="the restore")
+    method = req["restore_method"]
+    if method not in RESTORE_METHODS:
+        raise PolicyError("unknown restore_method '%s'" % method, RESTORE_METHOD_CHOICES, obj="the restore")
+    if rec == "restore" and method == "physical" and req["restore_mode"] != "full":
+        raise PolicyError(
+            "restore_method=physical puts the whole data directory back (every database, every table), so it cannot "
+            "restore restore_mode=%s: only a logical restore (pg_restore of a pg_dump backup) restores %s"
+            % (req["restore_mode"], "some tables" if req["restore_mode"] == "tables" else "the schema alone"),
+            "Use -e restore_method=logical (or auto) with a logical backup's manifest, or restore_mode=full.",
+            obj="the restore")
     if req["window"] not in WINDOWS:
         raise PolicyError("window must be 'now' (execute a planned rollback) or unset (got '%s')" % req["window"])
     req["rollback_batch"] = parse_batch(raw.get("rollback_batch"))
@@ -709,6 +733,78 @@ def _schema_check(release, backend, database_revision, code_schema):
     return out
 
 
+def _lsn_time(lsn, when):
+    return "%s (%s)" % (lsn, when) if when else str(lsn)
+
+
+def choose_restore_method(req, restore):
+    """(method, reason) of a restore: "logical" (pg_restore of a pg_dump backup) or "physical" (pg_physical_restore:
+    the base backup put back into the data directory with a delta, WAL replayed to the backup's consistency point).
+
+    ``restore``: what planning read - ``manifest`` (the recovery_backup manifest: kind, name, created; ``error``
+    when it could not be read) and ``physical`` (pg_physical_restore's check-mode result for that manifest, which
+    verifies its sha256 and that the archive holds its WAL: base_backup, window, target, delta; ``failed`` and
+    ``msg`` when it refused). Physical is chosen only for a physical manifest: a pg_dump records no WAL position,
+    so a base backup replayed "to the dump's point" would be a different database state than the one asked for.
+    Refuses (PolicyError, before the lock) whatever cannot be done, naming what is missing."""
+    restore = restore or {}
+    manifest = restore.get("manifest") or {}
+    probe = restore.get("physical") or {}
+    backup, mode, want = req["recovery_backup"], req["restore_mode"], req["restore_method"]
+    kind = _text(manifest.get("kind")).lower().strip()
+    physical = kind in PHYSICAL_KINDS
+    what = ("a logical dump (pg_dump, %s)" % (manifest.get("name") or backup) if kind == "logical" else
+            "not a readable backup manifest (%s)" % manifest["error"] if manifest.get("error") else
+            "a backup of kind '%s'" % kind if kind else "not known to be a physical base backup")
+    if mode != "full":
+        if physical:
+            raise PolicyError(
+                "restore_mode=%s restores part of the database, which only a logical restore (pg_restore of a "
+                "pg_dump backup) can do, and %s is a physical base backup" % (mode, backup),
+                "Give a logical backup's manifest (playbooks/backup.yml) as -e recovery_backup, or restore_mode=full.",
+                verb="plan", obj="the restore")
+        return "logical", "logical: restore_mode=%s restores part of the database; only pg_restore of a dump can" % mode
+    if want == "logical":
+        if physical:
+            raise PolicyError(
+                "restore_method=logical needs a pg_dump backup, and %s is a physical base backup" % backup,
+                "Use -e restore_method=auto (or physical), or give a logical backup's manifest (playbooks/backup.yml).",
+                verb="plan", obj="the restore")
+        return "logical", ("logical: forced by restore_method=logical; %s is reloaded with pg_restore (every row "
+                           "copied, every index rebuilt)" % (manifest.get("name") or backup))
+    if not physical:
+        if want == "physical":
+            raise PolicyError(
+                "restore_method=physical needs a verified physical base backup whose WAL is in the archive, and "
+                "recovery_backup %s is %s" % (backup, what),
+                "Take one with playbooks/backup.yml -e backup_kind=physical and give its manifest as "
+                "-e recovery_backup=<...>.manifest.json, or use -e restore_method=auto|logical.",
+                verb="plan", obj="the restore")
+        return "logical", ("logical: recovery_backup is %s; a physical restore needs a physical base backup's manifest "
+                           "(playbooks/backup.yml -e backup_kind=physical)" % what)
+    if not probe or probe.get("failed") or not probe.get("base_backup"):
+        raise PolicyError(
+            "recovery_backup %s is a physical base backup but it cannot be restored: %s"
+            % (backup, " ".join(_text(probe.get("msg")).split()) or "its preflight (pg_physical_restore in check mode) "
+               "did not run"),
+            "Fix what is named (the backup's checksum, the WAL archive), or give another backup's manifest: a "
+            "logical one is restored with pg_restore.", verb="plan", obj="the restore")
+    base, window, target = probe.get("base_backup") or {}, probe.get("window") or {}, probe.get("target") or {}
+    delta = probe.get("delta") or {}
+    wal = "WAL complete in the archive from %s" % (window.get("first_segment") or "?")
+    if window.get("last_segment"):
+        wal += " to %s" % window["last_segment"]
+    if window.get("gap"):
+        wal += " (segment %s missing after it: later WAL is not needed here)" % window["gap"]
+    reason = ("physical: base backup %s verified (sha256), %s; recovery stops %s, the backup's own point%s; "
+              "a logical restore would reload every row and rebuild every index (the pgvector hnsw index too)"
+              % (base.get("name") or backup, wal, target.get("stops") or "at its consistency point "
+                 + _lsn_time(base.get("stop_lsn"), base.get("stop_time")),
+                 ("; at planning %s file(s) differed from the backup (the delta copies only those), %s did not"
+                  % (delta.get("copied"), delta.get("skipped"))) if "copied" in delta else ""))
+    return "physical", reason + (" (forced by restore_method=physical)" if want == "physical" else "")
+
+
 def _hosts_of(state, group, required=True):
     hosts = _decoded(state.get(group), list, "state.%s" % group)
     backups = _decoded(state.get("config_backups"), dict, "state.config_backups")
@@ -742,6 +838,9 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
     code_rollback = req["code_rollback"]
     stable = req["stable_release"]
     level_action = lvl["action"]
+    # how a restore puts the data back, decided (and refused) before anything else is planned
+    restore_method, restore_reason = choose_restore_method(req, state.get("restore")) if recovery == "restore" \
+        else ("", "")
     if level_action == "plan":
         action = "migration" if req["target"] else "component"
     else:
@@ -898,7 +997,7 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
                      "pg_restore --list)" % (database, scope)}]
         if name == "recovery" and recovery != "none":
             if recovery == "restore":
-                detail = "%s restore of %s" % (req["restore_mode"], req["recovery_backup"])
+                detail = "%s %s restore of %s" % (req["restore_mode"], restore_method, req["recovery_backup"])
                 if req["restore_mode"] == "tables":
                     detail += " (tables %s)" % ", ".join(req["restore_tables"])
             else:
@@ -962,7 +1061,8 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
     if code_rollback or recovery == "none":
         rollback_type = lvl["rollback_type"]
     else:
-        rollback_type = "Database backup restoration" if recovery == "restore" else "Point-in-time recovery"
+        rollback_type = ("Database backup restoration (%s)" % restore_method if recovery == "restore"
+                         else "Point-in-time recovery")
 
     plan = {
         "run_id": run_id,
@@ -1011,6 +1111,9 @@ def build_plan(request, policy, state, check_mode=False, run_id=""):
         "code_rollback": code_rollback,
         "restore_mode": req["restore_mode"],
         "restore_tables": list(req["restore_tables"]),
+        "restore_method_requested": req["restore_method"] if recovery == "restore" else "",
+        "restore_method": restore_method,
+        "restore_method_reason": restore_reason,
         "unknown_target": unknown_target,
     }
     plan["digest"] = plan_digest(plan)
@@ -1097,6 +1200,8 @@ def render_plan_text(plan, check_mode):
         lines.append("Schema: %s" % plan["schema_check"]["note"])
     elif plan.get("revision_before"):
         lines.append("Schema: stays at %s (no migration)" % plan["revision_before"])
+    if plan.get("restore_method"):
+        lines.append("Restore method: %s" % plan["restore_method_reason"])
     if plan["backup"]:
         lines.append("Backup: %s" % ("tables " + ", ".join(plan["backup"]["tables"])
                                      if plan["backup"]["scope"] == "tables" else "full"))

@@ -286,6 +286,17 @@ REQUEST_REFUSALS = [
     ({"level": "critical", "code_rollback": "maybe"}, "code_rollback must be true or false (got 'maybe')"),
     ({"level": "critical", "named_targets": ["a"]}, "named_targets must be a dict"),
     ({"level": "critical", "restore_tables": 5}, "restore_tables must be a list or a comma-separated string"),
+    ({"level": "critical", "restore_method": "fast"},
+     "Failed to start the restore: unknown restore_method 'fast'. Valid restore methods: auto (the default: physical "
+     "when recovery_backup is a verified physical base backup"),
+    ({"level": "critical", "restore_method": "pg_basebackup"}, "(-e restore_method=auto|logical|physical)"),
+    ({"level": "critical", "recovery": "restore", "recovery_backup": "/m.json", "restore_method": "physical",
+      "restore_mode": "tables", "restore_tables": "users"},
+     "Failed to start the restore: restore_method=physical puts the whole data directory back (every database, every "
+     "table), so it cannot restore restore_mode=tables: only a logical restore (pg_restore of a pg_dump backup) "
+     "restores some tables. Use -e restore_method=logical (or auto)"),
+    ({"level": "critical", "recovery": "restore", "recovery_backup": "/m.json", "restore_method": " Physical ",
+      "restore_mode": "schema_only"}, "so it cannot restore restore_mode=schema_only: only a logical restore"),
 ]
 
 
@@ -306,6 +317,14 @@ REQUEST_NORMALISED = [
      {"recovery": "restore", "restore_mode": "tables", "restore_tables": ["users", "dialogs"]}),
     ({"level": "critical", "restore_tables": ["users"]}, {"restore_tables": ["users"], "restore_mode": "full"}),
     ({"level": "critical", "stable_commit": "abc123"}, {"stable_release": "abc123"}),
+    ({"level": "critical"}, {"restore_method": "auto"}),
+    ({"level": "critical", "restore_method": None}, {"restore_method": "auto"}),
+    ({"level": "critical", "restore_method": " Physical "}, {"restore_method": "physical"}),
+    ({"level": "critical", "restore_method": "LOGICAL", "restore_mode": "tables", "restore_tables": "users"},
+     {"restore_method": "logical"}),
+    # forced physical with a partial mode is only a contradiction when something is restored
+    ({"level": "critical", "restore_method": "physical", "restore_mode": "schema_only"},
+     {"restore_method": "physical", "restore_mode": "schema_only"}),
     ({"level": "critical", "stable_release": "", "stable_commit": "abc123"}, {"stable_release": "abc123"}),
     ({"level": "critical", "stable_release": " v1.0.0 ", "stable_commit": "abc"}, {"stable_release": "v1.0.0"}),
     ({"level": "critical", "code_rollback": "false", "rebuild_venv": "yes", "takeover_stale_lock": True},
@@ -419,7 +438,7 @@ PLANS = [
     ("critical, tables restore only", {"level": "critical", "recovery": "restore", "recovery_backup": "/m.json",
                                        "restore_mode": "tables", "restore_tables": "users,dialogs",
                                        "code_rollback": "no"}, state(), False, {
-        "rollback_type": "Database backup restoration", "restore_tables": ["users", "dialogs"],
+        "rollback_type": "Database backup restoration (logical)", "restore_tables": ["users", "dialogs"],
         "restore_mode": "tables", "code_rollback": False}),
     ("critical, hosts run different releases", {"level": "critical"},
      state(2, 1, be_hist=[h("v1.1.0"), h("v1.2.0"), h("v1.3.0")]), False, {"backend_release_before": "v1.2.0"}),
@@ -1067,3 +1086,108 @@ def test_no_schema_check_where_the_backend_code_stays_or_the_data_is_recovered(r
     plan = plan_for(raw, state(database_revision="a1b2c3d4e5f6"))
     assert plan["schema_check"] == {}
     assert "Schema: stays at a1b2c3d4e5f6 (no migration)" in plan["text"]
+
+
+# ---------------------------------------------------------------------------------------- restore method
+
+LOGICAL_MANIFEST = {"kind": "logical", "name": "chatai-x.dump"}
+PHYSICAL_MANIFEST = {"kind": "physical", "name": "base-x"}
+PROBE = {"changed": False, "base_backup": {"name": "base-x", "verified": True, "stop_lsn": "0/5000120",
+                                           "stop_time": "2026-12-03 10:00:00+00"},
+         "window": {"first_segment": "000000010000000000000005", "last_segment": "000000010000000000000009",
+                    "gap": None},
+         "target": {"kind": "immediate", "stops": "at the consistency point 0/5000120"},
+         "delta": {"copied": 12, "skipped": 980, "removed": 1, "preview": True}}
+PROBE_FAILED = {"failed": True,
+                "msg": "Failed to verify WAL continuity: segment 000000010000000000000005 is missing: the base backup's own "
+                       "WAL (0/5000028..0/5000120) is not complete in the archive"}
+
+
+def restore_state(manifest=None, physical=None):
+    return state(restore={"manifest": manifest, "physical": physical})
+
+
+RESTORE = {"level": "critical", "recovery": "restore", "recovery_backup": "/b/m.json", "code_rollback": False}
+
+RESTORE_METHODS = [
+    ("auto, a verified physical backup whose WAL is complete: physical", {}, PHYSICAL_MANIFEST, PROBE, "physical",
+     ["physical: base backup base-x verified (sha256), WAL complete in the archive from 000000010000000000000005 to "
+      "000000010000000000000009; recovery stops at the consistency point 0/5000120, the backup's own point; at planning 12 "
+      "file(s) differed from the backup (the delta copies only those), 980 did not; a logical restore would reload every row and "
+      "rebuild every index (the pgvector hnsw index too)"]),
+    ("forced physical: said so", {"restore_method": "physical"}, PHYSICAL_MANIFEST, PROBE, "physical",
+     ["physical: base backup base-x", "(forced by restore_method=physical)"]),
+    ("auto, a logical dump: logical", {}, LOGICAL_MANIFEST, None, "logical",
+     ["logical: recovery_backup is a logical dump (pg_dump, chatai-x.dump); a physical restore needs a physical base "
+      "backup's manifest (playbooks/backup.yml -e backup_kind=physical)"]),
+    ("forced logical", {"restore_method": "logical"}, LOGICAL_MANIFEST, None, "logical",
+     ["logical: forced by restore_method=logical; chatai-x.dump is reloaded with pg_restore"]),
+    ("auto, the manifest not read (the logical preflight judges it)", {}, None, None, "logical",
+     ["logical: recovery_backup is not known to be a physical base backup"]),
+    ("tables mode is logical", {"restore_mode": "tables", "restore_tables": "users"}, LOGICAL_MANIFEST, None,
+     "logical", ["logical: restore_mode=tables restores part of the database; only pg_restore of a dump can"]),
+    ("schema_only mode is logical (forced physical is refused with the request)", {"restore_mode": "schema_only"},
+     LOGICAL_MANIFEST, None, "logical", ["logical: restore_mode=schema_only"]),
+    ("a gap after the backup's own WAL does not matter for its own point", {}, PHYSICAL_MANIFEST,
+     dict(PROBE, window=dict(PROBE["window"], gap="00000001000000000000000A")), "physical",
+     ["to 000000010000000000000009 (segment 00000001000000000000000A missing after it: later WAL is not needed here)"]),
+]
+
+
+@pytest.mark.parametrize("raw, manifest, probe, method, reasons", [c[1:] for c in RESTORE_METHODS],
+                         ids=[c[0] for c in RESTORE_METHODS])
+def test_restore_method(raw, manifest, probe, method, reasons):
+    plan = plan_for(dict(RESTORE, **raw), restore_state(manifest, probe), check=True)
+    assert plan["restore_method"] == method
+    assert plan["rollback_type"] == "Database backup restoration (%s)" % method
+    assert plan["restore_method_requested"] == raw.get("restore_method", "auto")
+    for reason in reasons:
+        assert reason in plan["restore_method_reason"]
+    assert "Restore method: " + plan["restore_method_reason"] in plan["text"]
+    assert ("recovery_restore", "postgres") in steps_of(plan)
+    assert [s for s in plan["steps"] if s["step"] == "recovery_restore"][0]["detail"].startswith(
+        "%s %s restore of /b/m.json" % (plan["restore_mode"], method))
+
+
+RESTORE_METHOD_REFUSALS = [
+    ("forced physical, a logical dump given", {"restore_method": "physical"}, LOGICAL_MANIFEST, None,
+     "Failed to plan the restore: restore_method=physical needs a verified physical base backup whose WAL is in the "
+     "archive, and recovery_backup /b/m.json is a logical dump (pg_dump, chatai-x.dump). Take one with "
+     "playbooks/backup.yml -e backup_kind=physical and give its manifest"),
+    ("forced physical, the manifest unreadable", {"restore_method": "physical"},
+     {"error": "/b/m.json does not exist"}, None,
+     "recovery_backup /b/m.json is not a readable backup manifest (/b/m.json does not exist)"),
+    ("forced physical, its WAL missing from the archive", {"restore_method": "physical"}, PHYSICAL_MANIFEST,
+     PROBE_FAILED, "Failed to plan the restore: recovery_backup /b/m.json is a physical base backup but it cannot be "
+                   "restored: Failed to verify WAL continuity: segment 000000010000000000000005 is missing"),
+    ("auto, a physical backup whose checksum fails: no logical fallback from a base backup", {}, PHYSICAL_MANIFEST,
+     {"failed": True, "msg": "Failed to verify backup /b/base: checksum mismatch"},
+     "is a physical base backup but it cannot be restored: Failed to verify backup /b/base: checksum mismatch"),
+    ("auto, a physical backup not checked", {}, PHYSICAL_MANIFEST, None,
+     "its preflight (pg_physical_restore in check mode) did not run"),
+    ("forced logical, a physical backup given", {"restore_method": "logical"}, PHYSICAL_MANIFEST, PROBE,
+     "Failed to plan the restore: restore_method=logical needs a pg_dump backup, and /b/m.json is a physical base "
+     "backup. Use -e restore_method=auto (or physical)"),
+    ("tables from a physical backup", {"restore_mode": "tables", "restore_tables": "users"}, PHYSICAL_MANIFEST, None,
+     "restore_mode=tables restores part of the database, which only a logical restore (pg_restore of a pg_dump "
+     "backup) can do, and /b/m.json is a physical base backup"),
+]
+
+
+@pytest.mark.parametrize("raw, manifest, probe, message", [c[1:] for c in RESTORE_METHOD_REFUSALS],
+                         ids=[c[0] for c in RESTORE_METHOD_REFUSALS])
+def test_restore_method_refusals_name_what_is_missing(raw, manifest, probe, message):
+    assert message in refusal(plan_for, dict(RESTORE, **raw), restore_state(manifest, probe), True)
+
+
+def test_restore_method_is_in_the_digest_and_only_for_restores():
+    logical = plan_for(RESTORE, restore_state(LOGICAL_MANIFEST))
+    physical = plan_for(RESTORE, restore_state(PHYSICAL_MANIFEST, PROBE))
+    assert logical["digest"] != physical["digest"]
+    plain = plan_for({"level": "critical"})
+    assert plain["restore_method"] == "" and "Restore method" not in plain["text"]
+
+
+def test_physical_kinds_are_those_of_the_recovery_modules():
+    from ansible_collections.replyx.rollback.plugins.module_utils import _pitr
+    assert tuple(pol.PHYSICAL_KINDS) == tuple(_pitr.PHYSICAL_KINDS)
