@@ -38,7 +38,9 @@ def test_full_and_table_restore_bring_every_row_back(baseline, artifacts):
     assert fingerprints() == good
     assert labutil.http_json(labutil.BACKEND_URL + "/health")[0] == 200
     report = reports(artifacts)[-1].read_text()
-    assert "Database backup restoration" in report and "**Outcome:** SUCCESS" in report
+    assert "Database backup restoration (logical)" in report and "**Outcome:** SUCCESS" in report
+    # restore_method auto (the default) given a dump: logical, and the report says why
+    assert "(logical: recovery_backup is a logical dump (pg_dump" in _flat(report)
     assert "forensic backup" in report
     assert not LOCK_FILE.exists()
 
@@ -156,8 +158,8 @@ def _flat(text: str) -> str:
 
 
 def test_restore_chooses_physical_or_logical_and_brings_every_row_back(baseline, artifacts):
-    """restore.yml three ways on one lab session: auto choosing physical (a verified base backup whose WAL is
-    archived), logical forced, auto choosing logical (a dump given); and physical forced on a dump refused."""
+    """restore.yml on one lab session: auto choosing physical (a verified base backup whose WAL is archived),
+    logical forced, and physical forced on a dump refused (auto choosing logical for a dump: the test above)."""
     label = f"method-test-{int(time.time())}"
     _play("backup.yml", "-e", f"backup_label={label}", artifacts=artifacts)
     _play("backup.yml", "-e", "backup_kind=physical", artifacts=artifacts)
@@ -201,15 +203,14 @@ def test_restore_chooses_physical_or_logical_and_brings_every_row_back(baseline,
     assert labutil.http_json(labutil.BACKEND_URL + "/health")[0] == 200
     assert not LOCK_FILE.exists()
 
-    # logical forced, then auto with the dump: logical both times, the forensic backup kept
-    for extra, why in ((["-e", "restore_method=logical"], "(logical: forced by restore_method=logical"),
-                       ([], "(logical: recovery_backup is a logical dump (pg_dump")):
-        _damage()
-        _play("restore.yml", "-e", f"recovery_backup={dump}", *extra, "-e", f"approvals={TWO}", artifacts=artifacts)
-        assert fingerprints() == good, extra
-        report = _flat(reports(artifacts)[-1].read_text())
-        assert "Database backup restoration (logical)" in report and "**Outcome:** SUCCESS" in report
-        assert why in report and "logically restored" in report
-        forensic = report.split("the forensic backup ", 1)[1].split(" ", 1)[0]
-        assert (forensic_dir / forensic).exists(), forensic
+    # logical forced: the forensic backup kept (auto given a dump, logical: test_full_and_table_restore_...)
+    _damage()
+    _play("restore.yml", "-e", f"recovery_backup={dump}", "-e", "restore_method=logical", "-e", f"approvals={TWO}",
+          artifacts=artifacts)
+    assert fingerprints() == good
+    report = _flat(reports(artifacts)[-1].read_text())
+    assert "Database backup restoration (logical)" in report and "**Outcome:** SUCCESS" in report
+    assert "(logical: forced by restore_method=logical" in report and "logically restored" in report
+    forensic = report.split("the forensic backup ", 1)[1].split(" ", 1)[0]
+    assert (forensic_dir / forensic).exists(), forensic
     assert not LOCK_FILE.exists()

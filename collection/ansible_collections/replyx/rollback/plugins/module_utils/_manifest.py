@@ -255,8 +255,8 @@ def _file_differences(expected, actual):
         elif want.get("size") != got["size"]:
             problems.append("%s has %d bytes, the manifest %s" % (rel, got["size"], want.get("size")))
         elif want.get("sha256") != got["sha256"]:
-            problems.append("%s has sha256 %s, the manifest %s" % (rel, got["sha256"][:12],
-                                                                  str(want.get("sha256"))[:12]))
+            problems.append("%s has sha256 %s, the manifest %s"
+                            % (rel, got["sha256"][:12], str(want.get("sha256"))[:12]))
     return problems
 
 

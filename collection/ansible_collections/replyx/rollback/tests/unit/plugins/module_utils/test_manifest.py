@@ -160,9 +160,10 @@ def test_hash_files_equals_an_independent_sha256_of_each_file(tmp_path):
     for rel, entry in files.items():
         data = (d / rel).read_bytes()
         assert entry == dict(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    listing = b"".join(("%s\0%d\0%s\n" % (rel, len((d / rel).read_bytes()),
-                                             hashlib.sha256((d / rel).read_bytes()).hexdigest())).encode()
-                       for rel in sorted(os.listdir(d)))
+    def line(rel):
+        data = (d / rel).read_bytes()
+        return ("%s\0%d\0%s\n" % (rel, len(data), hashlib.sha256(data).hexdigest())).encode()
+    listing = b"".join(line(rel) for rel in sorted(os.listdir(d)))
     assert files_digest(files) == hashlib.sha256(listing).hexdigest()
     assert checksum_path(str(d)) == (files_digest(files), files)
     assert hash_files(str(d), threads=1) == files  # the thread count does not change the result
