@@ -503,6 +503,8 @@ def test_a_release_that_will_not_start_is_rescued(baseline, case):
     assert _consistent() == ("v1.1.0", "a1b2c3d4e5f6")
     report = _report(lab)
     assert "**Outcome:** FAILED" in report and "Put back the pre-rollback state" in report, report[-3000:]
+    assert "## Escalation" in report and "Level 1" in report, report[-3000:]
+    assert labutil.http_json(f"http://127.0.0.1:{LAYOUT.backend_port}/health")[0] == 200
     case.finish(f"exit {proc.returncode}; back on v1.1.0; report FAILED", refused_before_change=False,
                 files_may_change=("backups",))
 

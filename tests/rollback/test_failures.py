@@ -1,5 +1,6 @@
 """Failures injected mid-run: the rescue runs, the data is unchanged, the report records the failure
-and the escalation, the lock is released, the run exits non-zero. And no secret anywhere."""
+and the escalation, the lock is released, the run exits non-zero. And no secret anywhere.
+A release that will not start: tests/reliability/test_faults.py (one machine) and molecule/chaos (real hosts)."""
 from __future__ import annotations
 
 import json
@@ -9,13 +10,11 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from tests import labutil
-from tests.rollback.conftest import (APPROVALS, LOCK_FILE, deploy, fingerprints, lab_backend_repo, lab_state,
-                                     git_tag, publish_release, reports, rollback)
+from tests.rollback.conftest import APPROVALS, LOCK_FILE, deploy, fingerprints, git_tag, lab_state, reports, rollback
 
 pytestmark = pytest.mark.lab
 
@@ -41,31 +40,6 @@ def test_a_downgrade_that_fails_is_rescued_and_escalated(baseline, artifacts):
         assert not LOCK_FILE.exists()
     finally:
         labutil.psql("drop view if exists widget_report")
-
-
-def _publish_broken_release(tag: str) -> None:
-    """A release whose backend cannot start (an import error), pushed to the lab's release repository."""
-    def break_import(work: Path) -> None:
-        main = work / "main.py"
-        main.write_text("import replyx_missing_module  # broken build\n" + main.read_text())
-    publish_release(lab_backend_repo(), tag, break_import, "broken build")
-
-
-def test_a_release_that_will_not_start_is_rescued_to_the_previous_release(baseline, artifacts):
-    deploy("bad")
-    _publish_broken_release("v1.1.1-broken")
-    data_before = fingerprints()
-    proc = rollback("-e", "level=critical", "-e", "stable_release=v1.1.1-broken", "-e", "backend_health_timeout=20",
-                    "-e", f"approvals={APPROVALS['critical']}", artifacts=artifacts)
-    assert proc.returncode != 0
-    assert lab_state()["backend"] == "v1.2.0"
-    assert labutil.http_json(labutil.BACKEND_URL + "/health")[0] == 200
-    assert fingerprints() == data_before
-    report = reports(artifacts)[-1].read_text()
-    assert "**Outcome:** FAILED" in report
-    assert "Put back the pre-rollback state" in report
-    assert "Level 1" in report
-    assert not LOCK_FILE.exists()
 
 
 class _Receiver(BaseHTTPRequestHandler):
