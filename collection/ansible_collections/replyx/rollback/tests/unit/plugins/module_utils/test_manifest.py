@@ -160,6 +160,7 @@ def test_hash_files_equals_an_independent_sha256_of_each_file(tmp_path):
     for rel, entry in files.items():
         data = (d / rel).read_bytes()
         assert entry == dict(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
     def line(rel):
         data = (d / rel).read_bytes()
         return ("%s\0%d\0%s\n" % (rel, len(data), hashlib.sha256(data).hexdigest())).encode()
