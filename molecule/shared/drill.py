@@ -17,6 +17,15 @@ Recovery drills (molecule/recovery) compare with a snapshot taken before the dam
     drill.py --scenario recovery --sql "DELETE FROM ..."         # the damage (prints the last result)
     drill.py --scenario recovery --name full --expect-snapshot good -- playbooks/restore.yml ...
 
+Faults (molecule/chaos) fire when the playbook's output first matches --fault-when: `cut` (a host's link down,
+mended after the run), `kill` (the controlling ansible-playbook gets SIGKILL), `kill-postgres` (on the
+PostgreSQL host, as soon as a pg_dump into its backup directory runs, the postmaster and its children get
+SIGKILL; PostgreSQL is started again after the run, before the tables are read). --record-state keeps what
+the hosts themselves say before and after the run (each backend's checked-out tag, PM2 process and /health,
+the schema revision, HAProxy's server states, the backups and manifests on the PostgreSQL host) in the row.
+A release that starts only on some hosts: drill.py --publish v1.1.1 --needs-module NAME (v1.1.0 importing
+NAME, pushed to the drill's release repository; only a host with NAME.py in its app directory can start it).
+
 Exit status: 0 when the playbook succeeded, no request failed and no row was lost; 1 otherwise.
 """
 from __future__ import annotations
@@ -89,7 +98,8 @@ def restored_at(samples, bad: str) -> float | None:
 
 
 class Fault(threading.Thread):
-    """Watches the playbook's output; at the first match of --fault-when, cuts a host's link or kills the run."""
+    """Watches the playbook's output; at the first match of --fault-when, cuts a host's link, kills the run or
+    kills PostgreSQL on the fault host."""
 
     def __init__(self, args, log: Path, proc: subprocess.Popen):
         super().__init__(daemon=True)
@@ -97,6 +107,7 @@ class Fault(threading.Thread):
         self.pattern = re.compile(args.fault_when)
         self.fired = threading.Event()
         self.done = threading.Event()
+        self.notes: list[str] = []
         self.start()
 
     def run(self) -> None:
@@ -104,6 +115,11 @@ class Fault(threading.Thread):
             if self.pattern.search(self.log.read_text(encoding="utf-8", errors="replace")):
                 if self.args.fault == "cut":
                     netns("cut", self.args.fault_host)
+                elif self.args.fault == "kill-postgres":
+                    out = ssh(address_of(self.args.inventory, self.args.fault_host), PG_KILL, timeout=60)
+                    self.notes.append((out.stdout + out.stderr).strip())
+                    if out.returncode:
+                        return
                 else:
                     self.proc.send_signal(signal.SIGKILL)
                 self.fired.set()
@@ -112,9 +128,14 @@ class Fault(threading.Thread):
 
     def finish(self) -> None:
         self.done.set()
-        self.join(timeout=5)
+        self.join(timeout=60)
         if self.args.fault == "cut" and self.fired.is_set():
             netns("mend", self.args.fault_host)
+        if self.args.fault == "kill-postgres" and self.fired.is_set():
+            out = ssh(address_of(self.args.inventory, self.args.fault_host), PG_START, timeout=120)
+            self.notes.append((out.stdout + out.stderr).strip())
+            if out.returncode:
+                print(f"PostgreSQL on {self.args.fault_host} did not start again: {self.notes[-1]}", file=sys.stderr)
         if not self.fired.is_set():
             print(f"the fault never fired: /{self.args.fault_when}/ did not appear in {self.log}", file=sys.stderr)
 
@@ -159,18 +180,127 @@ def newest_report(artifacts: Path, since: float) -> Path | None:
     return max(reports, key=lambda p: p.stat().st_mtime) if reports else None
 
 
-def lock_left(inventory: str) -> str:
-    """The lock file of the drill environment on the PostgreSQL host, read over SSH ('' when there is none)."""
+def drill_root() -> Path:
+    return Path(os.environ.get("REPLYX_DRILL_ROOT") or REPO / ".drill")
+
+
+def inventory_hosts(inventory: str) -> dict[str, dict[str, str]]:
+    """{group: {host: address}} of the drill fleet's inventory."""
     import yaml  # the venv's
 
-    root = Path(os.environ.get("REPLYX_DRILL_ROOT") or REPO / ".drill")
     groups = yaml.safe_load((Path(inventory) / "hosts.yml").read_text(encoding="utf-8"))["all"]["children"]["drill_fleet"]["children"]
-    address = next(iter(groups["replyx_postgres"]["hosts"].values()))["ansible_host"]
-    proc = subprocess.run(["ssh", "-i", str(root / "id_ed25519"), "-o", f"UserKnownHostsFile={root / 'known_hosts'}",
-                           "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5", f"root@{address}",
-                           "cat /srv/replyx/postgres/rollback-drill.lock.json 2>/dev/null || true"],
-                          capture_output=True, text=True, check=False, timeout=30)
+    return {g: {h: v["ansible_host"] for h, v in (spec.get("hosts") or {}).items()} for g, spec in groups.items()}
+
+
+def address_of(inventory: str, host: str) -> str:
+    return next(a for hosts in inventory_hosts(inventory).values() for h, a in hosts.items() if h == host)
+
+
+def ssh(address: str, script: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run a shell script on a drill host as its root, over SSH with the drill's key and known hosts."""
+    root = drill_root()
+    return subprocess.run(["ssh", "-i", str(root / "id_ed25519"), "-o", f"UserKnownHostsFile={root / 'known_hosts'}",
+                           "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
+                           f"root@{address}", script],
+                          capture_output=True, text=True, check=False, timeout=timeout)
+
+
+def lock_left(inventory: str) -> str:
+    """The lock file of the drill environment on the PostgreSQL host, read over SSH ('' when there is none)."""
+    address = next(iter(inventory_hosts(inventory)["replyx_postgres"].values()))
+    proc = ssh(address, "cat /srv/replyx/postgres/rollback-drill.lock.json 2>/dev/null || true")
     return proc.stdout.strip()[:300]
+
+
+PG_DATA = "/srv/replyx/postgres/data"
+# the postmaster of the host's own cluster (its data directory is under the host's own /srv)
+PG_KILL = r"""
+pid=$(head -n 1 %(data)s/postmaster.pid 2>/dev/null) || { echo "no postmaster.pid"; exit 1; }
+seen=no
+for _ in $(seq 1 1500); do  # up to 30 s: until a pg_dump writes into the backup directory
+  # [s]: the pattern must not match this script's own command line
+  if pgrep -f -- 'pg_dump.*--file=/srv/replyx/postgres/backup[s]/' >/dev/null; then seen=yes; break; fi
+  sleep 0.02
+done
+kids=$(pgrep -P "$pid" | tr '
+' ' ')
+readlink "/proc/$pid/exe" > /srv/replyx/postgres/killed-postmaster.exe
+kill -KILL "$pid" $kids
+echo "pg_dump running when killed: $seen; postmaster $pid and children $kids killed"
+""" % {"data": PG_DATA}
+PG_START = r"""
+bin=$(dirname "$(cat /srv/replyx/postgres/killed-postmaster.exe)")
+for _ in $(seq 1 60); do  # the killed children must be gone before a new postmaster can take the shared memory
+  runuser -u postgres -- "$bin/pg_ctl" start -w -t 60 -D %(data)s -l /srv/replyx/postgres/log/postgresql.log >/dev/null 2>&1     && { rm -f /srv/replyx/postgres/killed-postmaster.exe; echo started; exit 0; }
+  sleep 1
+done
+echo "PostgreSQL did not start again"; exit 1
+""" % {"data": PG_DATA}
+
+
+def host_state(inventory: str, dsn: str) -> dict:
+    """What the hosts themselves say: each backend's checked-out tag, PM2 process of the backend and its own
+    /health; the schema revision; HAProxy's server states; the backups and manifests on the PostgreSQL host."""
+    hosts = inventory_hosts(inventory)
+    pm2 = REPO / ".tools" / "node_modules" / ".bin" / "pm2"
+    state: dict = {"backends": {}}
+    for host, address in hosts.get("replyx_backend", {}).items():
+        proc = ssh(address, f"git -C /srv/replyx/backend/app describe --tags --exact-match 2>/dev/null; echo '--'; "
+                            f"PM2_HOME=/srv/replyx/backend/pm2 {pm2} jlist 2>/dev/null")
+        tag, _, jlist = proc.stdout.partition("--\n")
+        try:
+            procs = json.loads(jlist[jlist.index("["):])
+        except ValueError:
+            procs = []
+        app = next((p for p in procs if p.get("name") == "replyx-backend"), {})
+        try:
+            with urllib.request.urlopen(f"http://{address}:8000/health", timeout=5) as resp:
+                health = json.loads(resp.read() or b"{}")
+        except (OSError, ValueError) as exc:
+            health = {"error": type(exc).__name__}
+        state["backends"][host] = {"tag": tag.strip(), "pid": app.get("pid"),
+                                   "status": app.get("pm2_env", {}).get("status"), "health_release": health.get("release"),
+                                   "health_revision": health.get("alembic_revision")}
+    try:
+        state["revision"] = run_sql(dsn, "SELECT version_num FROM alembic_version")
+    except Exception as exc:  # noqa: BLE001 - recorded: PostgreSQL may be the fault
+        state["revision"] = f"unreadable: {type(exc).__name__}"
+    for host, address in hosts.get("replyx_lb", {}).items():
+        proc = ssh(address, "echo 'show servers state replyx_backend' | socat stdio unix-connect:/srv/replyx/haproxy/run/admin.sock")
+        rows = [line.split() for line in proc.stdout.splitlines() if line and not line.startswith("#") and " " in line]
+        # server name: operational state (2 = up), admin state (0 = ready, not drained/maintenance)
+        state.setdefault("haproxy", {})[host] = {r[3]: {"op": r[5], "admin": r[6]} for r in rows if len(r) > 6}
+    for host, address in hosts.get("replyx_postgres", {}).items():
+        proc = ssh(address, "ls -1 /srv/replyx/postgres/backups 2>/dev/null")
+        state["backups"] = sorted(proc.stdout.split())
+    return state
+
+
+def publish_release(tag: str, module: str) -> None:
+    """v1.1.0 with `import <module>` added, pushed as `tag` to the drill's backend release repository
+    (replacing a tag of that name): it starts only on a host whose app directory has <module>.py."""
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="replyx-drill-release-"))
+    try:
+        def git(*a: str) -> None:
+            subprocess.run(["git", *a], cwd=work, check=True, capture_output=True)
+        git("clone", "-q", str(drill_root() / "repos" / "backend.git"), ".")
+        git("checkout", "-q", "v1.1.0")
+        main = work / "main.py"
+        future = "from __future__ import annotations\n"
+        text = main.read_text(encoding="utf-8")
+        if future not in text:
+            raise SystemExit(f"{main} has no {future.strip()!r} line to put the import after")
+        main.write_text(text.replace(future, future + f"import {module}  # noqa: F401  (only some hosts have it)\n", 1),
+                        encoding="utf-8")
+        git("add", "main.py")
+        git("-c", "user.name=drill", "-c", "user.email=drill@replyx.invalid", "commit", "-qm", f"needs {module}.py on the host")
+        git("tag", "-f", tag)
+        git("push", "-qf", "origin", tag)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def read_rows(artifacts: Path) -> list[dict]:
@@ -206,9 +336,15 @@ def main(argv=None) -> int:
     p.add_argument("--unchanged", action="store_true",
                    help="every table's rows and checksum must be the same afterwards (a --check run)")
     # faults (molecule/chaos): what happens, when the playbook's output first matches --fault-when
-    p.add_argument("--fault", choices=["cut", "kill"], help="cut: the link of --fault-host goes down (mended after the run); "
-                   "kill: the controlling ansible-playbook gets SIGKILL")
-    p.add_argument("--fault-host", default="", help="the host whose link is cut")
+    p.add_argument("--fault", choices=["cut", "kill", "kill-postgres"],
+                   help="cut: the link of --fault-host goes down (mended after the run); "
+                   "kill: the controlling ansible-playbook gets SIGKILL; kill-postgres: PostgreSQL on --fault-host gets "
+                   "SIGKILL (postmaster and children) once a pg_dump into its backup directory runs, started again after the run")
+    p.add_argument("--fault-host", default="", help="the host whose link is cut or whose PostgreSQL is killed")
+    p.add_argument("--record-state", action="store_true",
+                   help="keep what the hosts say before and after the run (tags, PM2 PIDs, /health, revision, HAProxy, backups)")
+    p.add_argument("--publish", metavar="TAG", help="only publish TAG: v1.1.0 importing --needs-module (see above)")
+    p.add_argument("--needs-module", default="replyx_drill_probe", help="with --publish: the module the release imports")
     p.add_argument("--fault-when", default="", help="regular expression on the playbook's output that triggers the fault")
     p.add_argument("--deadline", type=float, default=900, help="seconds before a run counts as hung and is killed")
     p.add_argument("--report-says", default="", help="regular expression the run's incident report must match")
@@ -227,6 +363,9 @@ def main(argv=None) -> int:
     p.add_argument("playbook", nargs=argparse.REMAINDER, help="-- PLAYBOOK [ansible-playbook arguments]")
     args = p.parse_args(argv)
     play = [a for a in args.playbook if a != "--"]
+    if args.publish:
+        publish_release(args.publish, args.needs_module)
+        return 0
     if args.reset:
         write_rows(Path(args.artifacts), [r for r in read_rows(Path(args.artifacts)) if r["scenario"] != args.scenario])
         return 0
@@ -274,6 +413,7 @@ def main(argv=None) -> int:
         return proc.returncode
 
     before = fingerprint(dsn)
+    state_before = host_state(args.inventory, dsn) if args.record_state else None
     client = LoadClient(args.lb_url)
     client.start()
     time.sleep(0.5)  # a few answers from before the run
@@ -295,6 +435,7 @@ def main(argv=None) -> int:
     time.sleep(0.5)
     client.stop()
     after = fingerprint(dsn)
+    state_after = host_state(args.inventory, dsn) if args.record_state else None
 
     in_run = [s for s in client.samples if t_start <= s[0] <= t_end + 0.5]
     failed = [s for s in in_run if s[1] != 200]
@@ -314,6 +455,8 @@ def main(argv=None) -> int:
             problems.append(f"the report {report.name} does not say /{args.report_says}/")
     if fault and not fault.fired.is_set():
         problems.append(f"the fault never fired (/{args.fault_when}/ never appeared in the output)")
+    if fault and args.fault == "kill-postgres" and fault.fired.is_set() and not any("pg_dump running when killed: yes" in n for n in fault.notes):
+        problems.append(f"PostgreSQL was not killed while a pg_dump ran: {fault.notes}")
     if args.lock_released and (left := lock_left(args.inventory)):
         problems.append(f"the rollback lock is still held: {left}")
     passed = (ok_run and (args.allow_failed_requests or not failed) and lost == 0
@@ -323,6 +466,12 @@ def main(argv=None) -> int:
            "failed_requests": len(failed), "rows_lost": lost, "playbook_rc": rc, "hung": hung, "problems": problems,
            "tables_dropped_by_the_rollback": dropped,
            "tables_changed": changed_tables, "log": str(log)}
+    report = newest_report(Path(args.artifacts), wall_start)
+    row["report"] = str(report) if report else None
+    if fault:
+        row["fault_notes"] = fault.notes
+    if args.record_state:
+        row["state_before"], row["state_after"] = state_before, state_after
     record(Path(args.artifacts), row)
     print(json.dumps(row))
     if failed:
