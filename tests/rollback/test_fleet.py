@@ -1,6 +1,7 @@
 """The orchestration on a fleet (inventories/lab-fleet: one PostgreSQL, two backends, two workers
 hosts on this machine, own roots and ports): every step acts on every host of its group, rolling
-batches keep one backend serving, and a failure on the second backend puts every host back."""
+batches keep one backend serving. A release that will not start on the second backend: molecule/chaos
+(wont-start, on real hosts behind HAProxy)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import labutil
-from tests.rollback.conftest import APPROVALS, publish_release
+from tests.rollback.conftest import APPROVALS
 
 pytestmark = pytest.mark.lab
 
@@ -102,40 +103,6 @@ def test_critical_rolls_every_backend_and_every_worker_host_back(bad_fleet):
     assert revision() == "a1b2c3d4e5f6"
     report = sorted(bad_fleet.glob("incident-*.md"))[-1].read_text()
     assert "**Outcome:** SUCCESS" in report and "backend1" in report and "backend2" in report
-
-
-def _publish_release_needing(module_file: str, new_tag: str) -> None:
-    """A release (v1.1.0 + an import of <module_file>) that starts only where that untracked file exists."""
-    def add_import(work: Path) -> None:
-        main = work / "main.py"
-        future = "from __future__ import annotations\n"
-        main.write_text(main.read_text().replace(
-            future, future + f"import {module_file}  # noqa: F401  (only some hosts have it)\n", 1))
-    publish_release(FLEET_ROOT / "repos" / "backend.git", new_tag, add_import, "needs a host-local module")
-
-
-def test_a_release_that_will_not_start_on_the_second_backend_puts_every_host_back(bad_fleet):
-    _publish_release_needing("replyx_fleet_probe", "v1.1.1")
-    probe = FLEET_ROOT / "backend1" / "app" / "replyx_fleet_probe.py"
-    probe.write_text("# present on backend1 only\n")
-    try:
-        proc = _run(bad_fleet, "-e", "level=critical", "-e", "stable_release=v1.1.1", "-e", "rollback_batch=1",
-                    "-e", f"approvals={APPROVALS['critical']}")
-    finally:
-        probe.unlink()
-    assert proc.returncode != 0
-    assert [tag(h) for h in BACKENDS] == ["v1.2.0", "v1.2.0"]
-    assert all(health(p) == 200 for p in BACKENDS.values())
-    report = sorted(bad_fleet.glob("incident-*.md"))[-1].read_text()
-    assert "**Outcome:** FAILED" in report
-    assert "backend2" in report.split("## ")[0] or "on backend2" in report
-    history = json.loads((FLEET_ROOT / "backend1" / "release_history.json").read_text())
-    assert history[-1]["result"] == "rescue" and history[-1]["tag"] == "v1.2.0"
-    assert history[-1]["rolled_back_from"] == "v1.1.1"
-    # the failed target is not "last known good" on the host where it had started: the next plan avoids it
-    plan = _run(bad_fleet, "-e", "level=critical", "--check")
-    assert plan.returncode == 0, plan.stdout[-3000:]
-    assert "Backend hosts: backend1 v1.2.0 -> v1.1.0, backend2 v1.2.0 -> v1.1.0;" in " ".join(plan.stdout.split())
 
 
 # Last: it downgrades the schema, and the next bad_fleet would first have to deploy v1.1.0 again.
