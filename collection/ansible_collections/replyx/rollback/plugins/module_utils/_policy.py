@@ -431,6 +431,21 @@ def _bad_tags(history):
     return [h.get("rolled_back_from") for h in history if "rolled_back_from" in h]
 
 
+def _proven(history):
+    """The entries that count as good: a successful deploy or a rollback, except a rollback's switch that the same
+    run's rescue undid later (same run_id): that release ran only inside a run that failed (its downgrade, say),
+    so it was never proven on this host - the release is not bad either (no rolled_back_from)."""
+    rescued = set()
+    proven = []
+    for entry in reversed(history):
+        run = entry.get("run_id")
+        if entry.get("result") == "rescue" and run:
+            rescued.add(run)
+        elif entry.get("result") in HISTORY_GOOD and not (entry.get("result") == "rollback" and run in rescued):
+            proven.append(entry)
+    return proven[::-1]
+
+
 def _newest_is_rollback_onto(history, current):
     last = history[-1] if history else {}
     return last.get("result", "") == "rollback" and last.get("tag", "") == current
@@ -439,7 +454,8 @@ def _newest_is_rollback_onto(history, current):
 def last_known_good(history, current):
     """The last known-good release in a release history (newest last).
 
-    A release rolled back FROM is bad. When the newest entry is a rollback onto the running release, that
+    A release rolled back FROM is bad; a rollback's switch that its own run's rescue undid proves nothing. When the
+    newest entry is a rollback onto the running release, that
     release is the known-good state. Otherwise the running release is the suspect: the newest successful or
     rolled-back-to release other than it, or the running release itself when the history holds no other,
     or '' for an empty history.
@@ -448,7 +464,7 @@ def last_known_good(history, current):
     if _newest_is_rollback_onto(history, current):
         return current
     exclude = _bad_tags(history) + [current]
-    good = [h for h in history if h.get("result") in HISTORY_GOOD and h.get("tag") not in exclude]
+    good = [h for h in _proven(history) if h.get("tag") not in exclude]
     tag = good[-1].get("tag", "") if good else ""
     return tag or (current if history else "")
 
@@ -473,7 +489,7 @@ def release_for_revision(history, current, revision, resuming=False):
         return current
     if not _newest_is_rollback_onto(history, current):
         exclude = exclude + [current]
-    good = [h for h in history if h.get("result") in HISTORY_GOOD and "alembic_revision" in h
+    good = [h for h in _proven(history) if "alembic_revision" in h
             and h.get("alembic_revision") == revision and h.get("tag") not in exclude]
     return good[-1].get("tag", "") if good else ""
 

@@ -129,6 +129,17 @@ LAST_GOOD = [
      BE_HIST + [h("v1.1.1", "rollback", rolled_back_from="v1.2.0"), h("v1.2.0", "rescue", rolled_back_from="v1.1.1")],
      "v1.2.0", "v1.1.0"),
     ("a rolled-back-from of None is harmless", [h("v1.0.0", rolled_back_from=None), h("v1.1.0")], "v1.1.0", "v1.0.0"),
+    # a high rollback switched to v1.0.0, its downgrade failed, and its rescue put v1.2.0 back (molecule/chaos
+    # downgrade-fails): v1.0.0 was never proven here, the release before the bad one is still v1.1.0
+    ("a switch its own run's rescue undid is not good",
+     BE_HIST + [h("v1.0.0", "rollback", rolled_back_from="v1.2.0", run_id="r7"), h("v1.2.0", "rescue", run_id="r7")],
+     "v1.2.0", "v1.1.0"),
+    ("a rescue of another run does not undo it",
+     BE_HIST + [h("v1.0.0", "rollback", rolled_back_from="v1.2.0", run_id="r7"), h("v1.2.0", "success"),
+                h("v1.1.1", "rescue", run_id="r8")], "v1.2.0", "v1.0.0"),
+    ("a rollback without a run id counts as before",
+     BE_HIST + [h("v1.0.0", "rollback", rolled_back_from="v1.2.0"), h("v1.2.0", "rescue", run_id="r7")],
+     "v1.2.0", "v1.0.0"),
 ]
 
 
@@ -150,6 +161,9 @@ RELEASE_FOR_REVISION = [
     ("the newest of two at the same revision", [h("v1.0.0", rev="r1"), h("v1.0.1", rev="r1"), h("v2.0.0", rev="r2")],
      "v2.0.0", "r1", "v1.0.1"),
     ("entries without a revision are skipped", [h("v1.0.0"), h("v2.0.0", rev="r2")], "v2.0.0", "", ""),
+    ("a switch its own run's rescue undid does not count",
+     [h("v1.0.0", rev="r1"), h("v2.0.0", rev="r2"), h("v1.0.1", "rollback", rev="r1", run_id="x"),
+      h("v2.0.0", "rescue", rev="r2", run_id="x")], "v2.0.0", "r1", "v1.0.0"),
 ]
 
 
