@@ -459,6 +459,11 @@ def run_playbook(playbook: str, extravars: dict | None = None, inventory: str | 
             artifact = data.get("artifact_data")
             if isinstance(artifact, dict):
                 result.stats_data = artifact
+                # the report's paths as the playbook published them (incident_report's set_stats)
+                published = artifact.get("replyx_rollback")
+                if isinstance(published, dict) and published.get("report"):
+                    result.report = str(published["report"])
+                    result.report_json = str(published.get("report_json") or "") or None
         return True
 
     cmdline = []

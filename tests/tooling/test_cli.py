@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -113,8 +112,10 @@ def test_cli_exit_code_of_a_failed_validation(lab, tmp_path):
 def test_cli_ctrl_c_stops_at_a_safe_point_releases_the_lock_and_reports_cancelled(lab, tmp_path):
     head = labutil.psql("select version_num from alembic_version")
     history = labutil.release_history("backend")
+    kept = tmp_path / "runner artifacts"
     proc = subprocess.Popen([str(labutil.VENV_BIN / "replyx-rollback"), "run", "high", "--target", "widget_version",
-                             *APPROVALS], cwd=labutil.ROOT, env=labutil.env(REPLYX_ARTIFACTS_DIR=tmp_path),
+                             *APPROVALS, "--keep-artifacts", str(kept)], cwd=labutil.ROOT,
+                            env=labutil.env(REPLYX_ARTIFACTS_DIR=tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in proc.stdout:  # the lock is taken and the run record open: interrupt before the first change
@@ -131,7 +132,17 @@ def test_cli_ctrl_c_stops_at_a_safe_point_releases_the_lock_and_reports_cancelle
     report = next(tmp_path.glob("incident-*-high.md")).read_text()
     assert "- **Outcome:** CANCELLED by the operator" in report
     assert "Nothing to put back: the step failed before anything changed" in report
-    assert json.loads(next(tmp_path.glob("incident-*-high.json")).read_text())["outcome"] == "cancelled"
+    report_json = next(tmp_path.glob("incident-*-high.json"))
+    assert json.loads(report_json.read_text())["outcome"] == "cancelled"
+    # the playbook published the outcome and the report's paths with set_stats (ansible-runner's stats event)
+    stats = [json.loads(e.read_text()) for e in kept.rglob("job_events/*.json")]
+    stats = [e["event_data"].get("artifact_data") for e in stats if e.get("event") == "playbook_on_stats"]
+    assert len(stats) == 1 and stats[0], stats
+    published = stats[0]["replyx_rollback"]
+    assert published["outcome"] == "cancelled" and published["level"] == "high" and published["check_mode"] is False
+    assert published["report"] == str(next(tmp_path.glob("incident-*-high.md")))
+    assert published["report_json"] == str(report_json) and published["run_id"].endswith("-high")
+    _no_secrets(json.dumps(stats))
     assert labutil.psql("select version_num from alembic_version") == head
     assert labutil.release_history("backend") == history
     _no_secrets(out + err + report)
