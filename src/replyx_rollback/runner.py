@@ -521,3 +521,7 @@ def mark_report_cancelled(result: RunResult) -> None:
             data["outcome_recorded"] = data.get("outcome")
             data["outcome"] = "cancelled"
             js.write_text(json.dumps(data, indent=2) + "\n")
+    published = result.stats_data.get("replyx_rollback") if isinstance(result.stats_data, dict) else None
+    if isinstance(published, dict):  # what --json shows under stats says what the report says
+        result.stats_data = dict(result.stats_data, replyx_rollback=dict(
+            published, cancelled=True, outcome_recorded=published.get("outcome"), outcome="cancelled"))

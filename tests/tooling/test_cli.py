@@ -139,7 +139,9 @@ def test_cli_ctrl_c_stops_at_a_safe_point_releases_the_lock_and_reports_cancelle
     stats = [e["event_data"].get("artifact_data") for e in stats if e.get("event") == "playbook_on_stats"]
     assert len(stats) == 1 and stats[0], stats
     published = stats[0]["replyx_rollback"]
-    assert published["outcome"] == "cancelled" and published["level"] == "high" and published["check_mode"] is False
+    # the playbook's own record (the CLI marks the report cancelled afterwards, keeping it as outcome_recorded)
+    assert published["outcome"] == json.loads(report_json.read_text())["outcome_recorded"] == "failed"
+    assert published["level"] == "high" and published["check_mode"] is False
     assert published["report"] == str(next(tmp_path.glob("incident-*-high.md")))
     assert published["report_json"] == str(report_json) and published["run_id"].endswith("-high")
     _no_secrets(json.dumps(stats))
@@ -357,3 +359,19 @@ def test_db_check_reads_the_env_file_as_data_never_as_shell_code(lab, tmp_path):
     assert not marker.exists()
     for secret in labutil.SECRETS:
         assert secret not in proc.stdout + proc.stderr
+
+
+def test_a_cancelled_run_is_marked_in_the_report_files_and_in_the_published_stats(tmp_path):
+    from replyx_rollback.runner import RunResult, mark_report_cancelled  # noqa: PLC0415
+    md, js = tmp_path / "incident-1-high.md", tmp_path / "incident-1-high.json"
+    md.write_text("# Incident\n\n- **Outcome:** FAILED\n")
+    js.write_text(json.dumps({"outcome": "failed", "run_id": "1-high"}))
+    result = RunResult("rollback.yml", report=str(md), report_json=str(js), cancelled=True,
+                       stats_data={"replyx_rollback": {"outcome": "failed", "report": str(md)}, "other": 1})
+    mark_report_cancelled(result)
+    assert "- **Outcome:** CANCELLED by the operator" in md.read_text()
+    assert "the playbook recorded FAILED" in md.read_text()
+    assert json.loads(js.read_text()) == {"outcome": "cancelled", "outcome_recorded": "failed", "cancelled": True,
+                                          "run_id": "1-high"}
+    assert result.stats_data == {"other": 1, "replyx_rollback": {"outcome": "cancelled", "outcome_recorded": "failed",
+                                                                 "cancelled": True, "report": str(md)}}
