@@ -129,6 +129,14 @@ def _archiver() -> tuple[int, bool]:
     return int(row[0]), row[1] in ("t", "True", "true")
 
 
+def _archiving_caught_up() -> bool:
+    """After a fault is lifted: a WAL switch, and the archiver's newest attempt is no longer a failure."""
+    psql("select pg_logical_emit_message(false, 'replyx-reliability', 'wal')")
+    psql("select pg_switch_wal()")
+    time.sleep(1)
+    return not _archiver()[1]
+
+
 def test_broken_archiving_fails_preflight_naming_it(baseline, case):
     lab = baseline
     failed_before = _archiver()[0]
@@ -149,12 +157,7 @@ def test_broken_archiving_fails_preflight_naming_it(baseline, case):
         psql("alter system reset archive_command")
         psql("select pg_reload_conf()")
 
-    def caught_up() -> bool:
-        psql("select pg_logical_emit_message(false, 'replyx-reliability', 'wal')")
-        psql("select pg_switch_wal()")
-        time.sleep(1)
-        return not _archiver()[1]
-    assert wait_for(caught_up, timeout=90, step=0), "archiving did not recover"
+    assert wait_for(_archiving_caught_up, timeout=90, step=0), "archiving did not recover"
     case.finish(_line(out, "FAIL | required | Point-in-time"), refused_before_change=True)
 
 
@@ -194,12 +197,7 @@ def test_a_full_wal_archive_is_named_and_leaves_no_partial_segment(baseline, cas
     finally:
         subprocess.run(["umount", str(archive)], check=False)
 
-    def caught_up() -> bool:
-        psql("select pg_logical_emit_message(false, 'replyx-reliability', 'wal')")
-        psql("select pg_switch_wal()")
-        time.sleep(1)
-        return not _archiver()[1]
-    assert wait_for(caught_up, timeout=90, step=0), "archiving did not recover once the archive had room again"
+    assert wait_for(_archiving_caught_up, timeout=90, step=0), "archiving did not recover once the archive had room again"
     case.finish(_line(out, "FAIL | required | Point-in-time")[:250] + " / " + _error(refused)[:250],
                 refused_before_change=True)
 
